@@ -1,0 +1,665 @@
+/**
+ * A drop-in replacement for `@effect/sql-pg`'s `PgClient` layer whose connections never
+ * outlive their scope: interruption always ends in a verified-clean session or a terminated
+ * backend, within a bound derived from the configuration.
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as Client from "@effect/sql/SqlClient"
+import type { Connection } from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Statement from "@effect/sql/Statement"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Chunk from "effect/Chunk"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { ConnectionOptions } from "node:tls"
+import * as Pg from "pg"
+import { parse as parseConnectionString } from "pg-connection-string"
+import Cursor from "pg-cursor"
+import { Pool } from "./internal/pool.js"
+import { type Deadlines, Session, type SessionConfig, statementError } from "./internal/session.js"
+import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
+import { sqlError } from "./WardenError.js"
+import * as WardenPool from "./WardenPool.js"
+
+/**
+ * Server-side safety settings sent in every session's startup packet (defence in depth for
+ * when even the out-of-band terminate cannot reach the server). `false` sends none, for
+ * proxies that refuse startup options.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerSafety {
+  /** `idle_in_transaction_session_timeout`. Default 60 s. `null` leaves the server's value. */
+  readonly idleInTransactionSessionTimeout?: Duration.DurationInput | null | undefined
+  /**
+   * `client_connection_check_interval` (PostgreSQL 14+; dropped automatically on older
+   * servers): how often a running statement checks that its client is still there.
+   * Default 1 s. `null` leaves the server's value.
+   */
+  readonly clientConnectionCheckInterval?: Duration.DurationInput | null | undefined
+  /**
+   * Server-side TCP keepalive (`tcp_keepalives_idle`, `_interval`, `_count`), so a backend
+   * orphaned by a partition is reaped. Default idle 30 s, interval 10 s, count 3. `null`
+   * leaves the server's values.
+   */
+  readonly tcpKeepalives?:
+    | {
+        readonly idle: Duration.DurationInput
+        readonly interval: Duration.DurationInput
+        readonly count: number
+      }
+    | null
+    | undefined
+}
+
+/**
+ * The configuration: every field of `@effect/sql-pg`'s `PgClientConfig`, plus pg-warden's
+ * acquire timeout, cleanup deadlines and server safety settings.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WardenClientConfig extends PgClient.PgClientConfig {
+  /** How long a fiber may wait for a connection before failing with `AcquireTimeout`. Default 10 s. */
+  readonly acquireTimeout?: Duration.DurationInput | undefined
+  /** Deadline to deliver a protocol CancelRequest (fresh socket, server closes it). Default 500 ms. */
+  readonly cancelTimeout?: Duration.DurationInput | undefined
+  /** Deadline for a cancelled statement (or a pending ReadyForQuery) to settle. Default 1 s. */
+  readonly drainTimeout?: Duration.DurationInput | undefined
+  /** Deadline for the ROLLBACK of a transaction left open. Default 1 s. */
+  readonly rollbackTimeout?: Duration.DurationInput | undefined
+  /** Deadline for the out-of-band `pg_terminate_backend` (and graceful close). Default 1 s. */
+  readonly terminateTimeout?: Duration.DurationInput | undefined
+  /** See {@link ServerSafety}. Default: all on. */
+  readonly serverSafety?: ServerSafety | false | undefined
+}
+
+/**
+ * The defaults, in milliseconds where they are durations.
+ *
+ * @since 0.1.0
+ * @category defaults
+ */
+export const defaults = {
+  maxConnections: 10,
+  minConnections: 0,
+  connectTimeout: 5_000,
+  acquireTimeout: 10_000,
+  idleTimeout: 60_000,
+  connectionTTL: 30 * 60_000,
+  cancelTimeout: 500,
+  drainTimeout: 1_000,
+  rollbackTimeout: 1_000,
+  terminateTimeout: 1_000,
+  applicationName: "pg-warden",
+  idleInTransactionSessionTimeout: 60_000,
+  clientConnectionCheckInterval: 1_000,
+  tcpKeepalives: { idle: 30_000, interval: 10_000, count: 3 }
+} as const
+
+/**
+ * The upper bound on how long releasing one interrupted connection can take: the sum of the
+ * cleanup deadlines. Interrupting a fiber that holds a connection completes within it.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const cleanupBound = (config: WardenClientConfig): Duration.Duration => {
+  const d = deadlinesOf(config)
+  return Duration.millis(d.cancel + d.drain + d.rollback + d.terminate)
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface WardenClient extends PgClient.PgClient {
+  readonly pool: WardenPool.WardenPool
+}
+
+const ATTR_DB_SYSTEM_NAME = "db.system.name"
+const ATTR_DB_NAMESPACE = "db.namespace"
+const ATTR_SERVER_ADDRESS = "server.address"
+const ATTR_SERVER_PORT = "server.port"
+
+const millis = (input: Duration.DurationInput | undefined, fallback: number): number =>
+  input === undefined ? fallback : Duration.toMillis(Duration.decode(input))
+
+const deadlinesOf = (config: WardenClientConfig): Deadlines => ({
+  cancel: millis(config.cancelTimeout, defaults.cancelTimeout),
+  drain: millis(config.drainTimeout, defaults.drainTimeout),
+  rollback: millis(config.rollbackTimeout, defaults.rollbackTimeout),
+  terminate: millis(config.terminateTimeout, defaults.terminateTimeout)
+})
+
+const startupParametersOf = (safety: ServerSafety | false | undefined): Array<readonly [string, string]> => {
+  if (safety === false) return []
+  const s = safety ?? {}
+  const out: Array<readonly [string, string]> = []
+  const ms = (v: Duration.DurationInput) => String(Math.max(0, Math.round(Duration.toMillis(Duration.decode(v)))))
+  const seconds = (v: Duration.DurationInput) =>
+    String(Math.max(1, Math.round(Duration.toMillis(Duration.decode(v)) / 1000)))
+  if (s.idleInTransactionSessionTimeout !== null) {
+    out.push([
+      "idle_in_transaction_session_timeout",
+      ms(s.idleInTransactionSessionTimeout ?? defaults.idleInTransactionSessionTimeout)
+    ])
+  }
+  if (s.tcpKeepalives !== null) {
+    const k = s.tcpKeepalives ?? defaults.tcpKeepalives
+    out.push(["tcp_keepalives_idle", seconds(k.idle)])
+    out.push(["tcp_keepalives_interval", seconds(k.interval)])
+    out.push(["tcp_keepalives_count", String(Math.max(1, Math.round(k.count)))])
+  }
+  if (s.clientConnectionCheckInterval !== null) {
+    out.push([
+      "client_connection_check_interval",
+      ms(s.clientConnectionCheckInterval ?? defaults.clientConnectionCheckInterval)
+    ])
+  }
+  return out
+}
+
+const invalid = (detail: string, cause?: unknown) =>
+  sqlError("InvalidConfig", detail, cause !== undefined ? { cause } : undefined)
+
+/** Validates the configuration and derives the pool's. Every user mistake is a typed error. */
+const resolveConfig = (
+  config: WardenClientConfig
+): Effect.Effect<{ pool: ConstructorParameters<typeof Pool>[0]; client: PgClient.PgClientConfig }, SqlError> =>
+  Effect.try({
+    try: () => {
+      const url = config.url ? Redacted.value(config.url) : undefined
+      let parsed: ReturnType<typeof parseConnectionString> | undefined
+      if (url !== undefined) {
+        if (!/^postgres(ql)?:\/\//.test(url) && !url.startsWith("socket:")) {
+          throw invalid("url must start with postgres:// or postgresql://")
+        }
+        try {
+          parsed = parseConnectionString(url)
+          new URL(url.startsWith("socket:") ? "socket://x" : url)
+        } catch (cause) {
+          throw invalid("url is not a valid connection string", cause)
+        }
+      }
+      const maxConnections = config.maxConnections ?? defaults.maxConnections
+      const minConnections = config.minConnections ?? defaults.minConnections
+      if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+        throw invalid(`maxConnections must be a positive integer, got ${maxConnections}`)
+      }
+      if (!Number.isInteger(minConnections) || minConnections < 0 || minConnections > maxConnections) {
+        throw invalid(`minConnections must be an integer between 0 and maxConnections, got ${minConnections}`)
+      }
+      const port = config.port ?? (parsed?.port ? Number(parsed.port) : undefined)
+      if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
+        throw invalid(`port must be between 1 and 65535, got ${port}`)
+      }
+      const deadlines = deadlinesOf(config)
+      for (const [name, value] of Object.entries(deadlines)) {
+        if (!(value > 0) || !Number.isFinite(value)) throw invalid(`${name}Timeout must be a positive finite duration`)
+      }
+      const applicationName = (config.applicationName ?? defaults.applicationName).slice(0, 63)
+      if (applicationName === CONTROL_APPLICATION_NAME) {
+        throw invalid(`applicationName ${CONTROL_APPLICATION_NAME} is reserved for control connections`)
+      }
+      const pgConfig: Pg.ClientConfig = {
+        ...(url !== undefined ? { connectionString: url } : {}),
+        ...(config.host !== undefined ? { host: config.host } : {}),
+        ...(config.port !== undefined ? { port: config.port } : {}),
+        ...(config.database !== undefined ? { database: config.database } : {}),
+        ...(config.username !== undefined ? { user: config.username } : {}),
+        ...(config.password !== undefined ? { password: Redacted.value(config.password) } : {}),
+        ...(config.ssl !== undefined ? { ssl: config.ssl as boolean | ConnectionOptions } : {}),
+        ...(config.types !== undefined ? { types: config.types } : {}),
+        ...(config.stream !== undefined ? { stream: config.stream as any } : {})
+      }
+      const session: SessionConfig = {
+        client: pgConfig,
+        applicationName,
+        connectTimeoutMs: millis(config.connectTimeout, defaults.connectTimeout),
+        deadlines,
+        startupParameters: startupParametersOf(config.serverSafety)
+      }
+      const client: PgClient.PgClientConfig = {
+        ...config,
+        applicationName,
+        host: config.host ?? parsed?.host ?? undefined,
+        port: port,
+        username: config.username ?? parsed?.user ?? undefined,
+        database: config.database ?? parsed?.database ?? undefined,
+        password: config.password ?? (parsed?.password ? Redacted.make(parsed.password) : undefined)
+      }
+      return {
+        client,
+        pool: {
+          session,
+          maxConnections,
+          minConnections,
+          acquireTimeoutMs: millis(config.acquireTimeout, defaults.acquireTimeout),
+          idleTimeoutMs: millis(config.idleTimeout, defaults.idleTimeout),
+          maxLifetimeMs: millis(config.connectionTTL, defaults.connectionTTL)
+        }
+      }
+    },
+    catch: (error) => (error instanceof SqlError ? error : invalid(String(error), error))
+  })
+
+type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+
+const rowsOf = (result: any): ReadonlyArray<any> =>
+  Array.isArray(result) ? result.map((r: Pg.QueryResult) => r.rows ?? []) : (result.rows ?? [])
+
+/** How each `Connection` method runs one statement on a session. */
+const statements = {
+  execute: (session: Session, sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) =>
+    session.run({ text: sql, values: params as Array<unknown> }, (result) =>
+      transformRows ? transformRows(rowsOf(result)) : rowsOf(result)
+    ),
+  raw: (session: Session, sql: string, params: ReadonlyArray<unknown>) =>
+    session.run({ text: sql, values: params as Array<unknown> }, (result) => result as unknown),
+  values: (session: Session, sql: string, params: ReadonlyArray<unknown>) =>
+    session.run(
+      { text: sql, values: params as Array<unknown>, rowMode: "array" },
+      (result): ReadonlyArray<ReadonlyArray<unknown>> => (result as Pg.QueryArrayResult).rows
+    )
+}
+
+const CURSOR_BATCH = 128
+
+/** The same custom fragment `@effect/sql-pg` compiles for `sql.json`. */
+const PgJson = Statement.custom<PgClient.PgCustom>("PgJson")
+
+/**
+ * Streams rows with a server-side cursor. Closing the stream (end, failure, interruption)
+ * closes the cursor within the drain deadline; a cursor that does not close in time leaves
+ * the statement in flight, which the release protocol cancels or terminates.
+ */
+const cursorStream = (
+  session: Session,
+  sql: string,
+  params: ReadonlyArray<unknown>,
+  transformRows: TransformRows
+): Effect.Effect<Stream.Stream<any, SqlError>, SqlError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const refusal = session.refusal()
+    if (refusal !== undefined) return yield* Effect.fail(refusal)
+    const cursor = new Cursor(sql, params as Array<unknown>)
+    const tracked = session.track(cursor)
+    let finished = false
+    yield* Effect.addFinalizer(() =>
+      finished
+        ? Effect.void
+        : Effect.async<void>((resume) => {
+            const timer = setTimeout(() => resume(Effect.void), session.config.deadlines.drain)
+            try {
+              cursor.close(() => {
+                clearTimeout(timer)
+                tracked.done()
+                resume(Effect.void)
+              })
+            } catch {
+              clearTimeout(timer)
+              resume(Effect.void)
+            }
+          })
+    )
+    session.client.query(cursor as unknown as Pg.Submittable)
+    const pull = Effect.async<Chunk.Chunk<any>, Option.Option<SqlError>>((resume) => {
+      cursor.read(CURSOR_BATCH, (error: Error | undefined, rows: Array<any>) => {
+        if (error) {
+          finished = true
+          tracked.done(error)
+          resume(Effect.fail(Option.some(statementError(error))))
+        } else if (rows.length > 0) {
+          resume(Effect.succeed(Chunk.unsafeFromArray(transformRows ? transformRows(rows) : rows)))
+        } else {
+          finished = true
+          cursor.close(() => tracked.done())
+          resume(Effect.fail(Option.none()))
+        }
+      })
+    })
+    return Stream.repeatEffectChunkOption(pull)
+  })
+
+/** A session held for a scope (reserve, transaction). Using it after its scope closed fails. */
+class LeasedConnection implements Connection {
+  active = true
+  constructor(readonly session: Session) {}
+
+  private check(): SqlError | undefined {
+    return this.active ? undefined : new SqlError({ message: "Connection used after its scope was closed" })
+  }
+
+  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    const error = this.check()
+    return error ? Effect.fail(error) : statements.execute(this.session, sql, params, transformRows)
+  }
+  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
+    const error = this.check()
+    return error ? Effect.fail(error) : statements.raw(this.session, sql, params)
+  }
+  executeValues(sql: string, params: ReadonlyArray<unknown>) {
+    const error = this.check()
+    return error ? Effect.fail(error) : statements.values(this.session, sql, params)
+  }
+  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.execute(sql, params, transformRows)
+  }
+  executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    const error = this.check()
+    return error
+      ? Stream.fail(error)
+      : Stream.unwrapScoped(cursorStream(this.session, sql, params, transformRows))
+  }
+}
+
+/**
+ * Makes a client over a new pool. The pool closes with the scope: leased connections are
+ * revoked and rolled back or terminated, within the cleanup deadlines.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: WardenClientConfig
+): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
+  Effect.gen(function* () {
+    const resolved = yield* resolveConfig(options)
+    const pool = yield* Effect.acquireRelease(
+      Effect.sync(() => new Pool(resolved.pool)),
+      (pool) => Effect.promise(() => pool.close())
+    )
+    const config = resolved.client
+
+    // Check the server is reachable now, like PgClient.make does, with a typed error if not.
+    yield* Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(pool.acquire(restore), (session) => pool.release(session))
+    )
+
+    /** Runs `f` on a session leased for the duration of one statement. */
+    const withSession = <A>(f: (session: Session) => Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(pool.acquire(restore), (session) => Effect.ensuring(restore(f(session)), pool.release(session)))
+      )
+
+    const pooled: Connection = {
+      execute: (sql, params, transformRows) => withSession((s) => statements.execute(s, sql, params, transformRows)),
+      executeRaw: (sql, params) => withSession((s) => statements.raw(s, sql, params)),
+      executeValues: (sql, params) => withSession((s) => statements.values(s, sql, params)),
+      executeUnprepared: (sql, params, transformRows) =>
+        withSession((s) => statements.execute(s, sql, params, transformRows)),
+      executeStream: (sql, params, transformRows) =>
+        Stream.unwrapScoped(
+          Effect.flatMap(reserveSession, (session) => cursorStream(session, sql, params, transformRows))
+        )
+    }
+
+    /** A session for the current scope; released (with the release protocol) when the scope closes. */
+    const reserveSession: Effect.Effect<Session, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(pool.acquire(restore), (session) =>
+        Effect.as(
+          Effect.addFinalizer(() => pool.release(session)),
+          session
+        )
+      )
+    )
+
+    const reserve: Effect.Effect<Connection, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(pool.acquire(restore), (session) => {
+        const connection = new LeasedConnection(session)
+        return Effect.as(
+          Effect.addFinalizer(() =>
+            Effect.suspend(() => {
+              connection.active = false
+              return pool.release(session)
+            })
+          ),
+          connection
+        )
+      })
+    )
+
+    const spanAttributes: Array<readonly [string, unknown]> = [
+      ...(options.spanAttributes ? Object.entries(options.spanAttributes) : []),
+      [ATTR_DB_SYSTEM_NAME, "postgresql"],
+      [ATTR_DB_NAMESPACE, config.database ?? config.username ?? "postgres"],
+      [ATTR_SERVER_ADDRESS, config.host ?? "localhost"],
+      [ATTR_SERVER_PORT, config.port ?? 5432]
+    ]
+
+    const compiler = PgClient.makeCompiler(options.transformQueryNames, options.transformJson)
+    const transformRows = options.transformResultNames
+      ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
+      : undefined
+
+    const base = yield* Client.make({
+      acquirer: Effect.succeed(pooled),
+      transactionAcquirer: reserve,
+      compiler,
+      spanAttributes,
+      transformRows
+    })
+
+    const withTransaction = makeWithTransaction(pool, spanAttributes)
+
+    const listen = (channel: string): Stream.Stream<string, SqlError> =>
+      Stream.asyncPush<string, SqlError>((emit) =>
+        Effect.gen(function* () {
+          const session = yield* Effect.acquireRelease(
+            connectDedicated(resolved.pool.session),
+            (session) => Effect.promise(() => session.close())
+          )
+          session.client.on("notification", (message) => {
+            if (message.channel === channel && message.payload !== undefined) emit.single(message.payload)
+          })
+          yield* session.run({ text: `LISTEN ${Pg.escapeIdentifier(channel)}` }, () => undefined)
+          session.onLost = (s) =>
+            emit.fail(sqlError("ConnectionLost", `the LISTEN connection for ${channel} was lost`, { cause: s.lost }))
+        })
+      )
+
+    const notify = (channel: string, payload: string): Effect.Effect<void, SqlError> =>
+      withSession((s) => s.run({ text: "SELECT pg_notify($1, $2)", values: [channel, payload] }, () => undefined))
+
+    const poolService: WardenPool.WardenPool = {
+      applicationName: resolved.pool.session.applicationName,
+      stats: Effect.sync(() => ({ ...pool.snapshot(), counters: { ...pool.counters }, closed: pool.closed })),
+      audit: audit(pool)
+    }
+
+    const client = Object.assign(base, {
+      [PgClient.TypeId]: PgClient.TypeId as PgClient.TypeId,
+      config,
+      json: (value: unknown) => PgJson(value),
+      listen,
+      notify,
+      withTransaction,
+      pool: poolService
+    }) as unknown as WardenClient
+    return client
+  })
+
+/** A session outside the pool (LISTEN), connected within the connect deadline, interruptibly. */
+const connectDedicated = (config: SessionConfig): Effect.Effect<Session, SqlError> =>
+  Effect.async<Session, SqlError>((resume) => {
+    const abort = Session.connect(config, (error, session) => {
+      if (error !== undefined || session === undefined) {
+        resume(Effect.fail(sqlError("ConnectFailed", `could not connect: ${String(error)}`, { cause: error })))
+      } else {
+        resume(Effect.succeed(session))
+      }
+    })
+    return Effect.sync(abort)
+  })
+
+const makeWithTransaction =
+  (pool: Pool, spanAttributes: ReadonlyArray<readonly [string, unknown]>) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
+        const context = fiber.currentContext
+        const outer = Context.getOption(context, Client.TransactionConnection)
+        const inTransaction = (connection: Connection, depth: number) =>
+          Effect.locally(
+            restore(effect),
+            FiberRef.currentContext,
+            Context.add(context, Client.TransactionConnection, [connection, depth] as const)
+          )
+        if (Option.isSome(outer)) {
+          const [connection, depth] = outer.value
+          const name = `warden_sp_${depth + 1}`
+          return connection.executeUnprepared(`SAVEPOINT ${name}`, [], undefined).pipe(
+            Effect.zipRight(Effect.exit(inTransaction(connection, depth + 1))),
+            Effect.flatMap(
+              (exit): Effect.Effect<A, E | SqlError, R> =>
+                Exit.isSuccess(exit) ? exit : Effect.zipRight(rollbackToSavepoint(connection, name), exit)
+            )
+          )
+        }
+        return Effect.flatMap(pool.acquire(restore), (session) => {
+          const connection = new LeasedConnection(session)
+          return restore(session.run({ text: "BEGIN" }, () => undefined)).pipe(
+            Effect.zipRight(Effect.exit(inTransaction(connection, 0))),
+            Effect.flatMap(
+              (exit): Effect.Effect<A, E | SqlError> =>
+                Exit.isSuccess(exit) ? Effect.as(restore(commit(session)), exit.value) : exit
+            ),
+            Effect.ensuring(
+              Effect.suspend(() => {
+                connection.active = false
+                return pool.release(session)
+              })
+            )
+          )
+        })
+      })
+    ).pipe(Effect.withSpan("sql.transaction", { kind: "client", captureStackTrace: false, attributes: Object.fromEntries(spanAttributes) }))
+
+/** COMMIT; a failure or a COMMIT the server turned into ROLLBACK is a typed `SqlError`. */
+const commit = (session: Session): Effect.Effect<void, SqlError> =>
+  session.run({ text: "COMMIT" }, (result: Pg.QueryResult) => result.command).pipe(
+    Effect.mapError((error) => sqlError("CommitFailed", `COMMIT failed: ${error.message}`, { cause: error.cause })),
+    Effect.flatMap((command) =>
+      command === "ROLLBACK"
+        ? Effect.fail(
+            sqlError(
+              "CommitRolledBack",
+              "the server rolled the transaction back instead of committing it (a statement in it had failed)"
+            )
+          )
+        : Effect.void
+    )
+  )
+
+/**
+ * Rolls back to a savepoint after the inner block failed. If that cannot be done, the whole
+ * session is terminated so the outer transaction can never commit half of the inner work.
+ */
+const rollbackToSavepoint = (connection: Connection, name: string): Effect.Effect<void> => {
+  const session = (connection as LeasedConnection).session
+  return connection.executeUnprepared(`ROLLBACK TO SAVEPOINT ${name}`, [], undefined).pipe(
+    Effect.timeout(Duration.millis(session.config.deadlines.rollback)),
+    Effect.interruptible,
+    Effect.catchAllCause(() => Effect.promise(() => session.terminate()))
+  )
+}
+
+/** Compares the pool's sessions with `pg_stat_activity`, over a control connection. */
+const audit = (pool: Pool): Effect.Effect<WardenPool.AuditReport, SqlError> =>
+  Effect.async<WardenPool.AuditReport, SqlError>((resume) => {
+    const config = pool.config.session
+    const applicationName = config.applicationName
+    const client = new Pg.Client({
+      ...config.client,
+      application_name: CONTROL_APPLICATION_NAME,
+      connectionTimeoutMillis: config.connectTimeoutMs
+    })
+    client.on("error", () => {})
+    let done = false
+    const finish = (result: Effect.Effect<WardenPool.AuditReport, SqlError>) => {
+      if (done) return
+      done = true
+      client.end().catch(() => destroyClient(client))
+      resume(result)
+    }
+    client.connect((error) => {
+      if (error) return finish(Effect.fail(sqlError("ConnectFailed", "audit could not connect", { cause: error })))
+      client.query(
+        "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        [applicationName],
+        (error, result) => {
+          if (error) return finish(Effect.fail(statementError(error, "audit failed")))
+          const server: Array<WardenPool.ServerBackend> = result.rows.map((r) => ({
+            pid: Number(r.pid),
+            state: r.state,
+            query: r.query
+          }))
+          const pids = pool.pids()
+          const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
+          const idle = new Set(pids.idle)
+          const unknownToPool = server.filter((b) => !known.has(b.pid))
+          const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
+          finish(
+            Effect.succeed({
+              ok: unknownToPool.length === 0 && dirtyIdle.length === 0,
+              applicationName,
+              server,
+              pool: pids,
+              unknownToPool,
+              dirtyIdle
+            })
+          )
+        }
+      )
+    })
+    return Effect.sync(() => {
+      done = true
+      destroyClient(client)
+    })
+  })
+
+const toContext = (client: WardenClient) =>
+  Context.make(PgClient.PgClient, client as PgClient.PgClient).pipe(
+    Context.add(Client.SqlClient, client as Client.SqlClient),
+    Context.add(WardenPool.WardenPool, client.pool)
+  )
+
+/**
+ * The drop-in Layer: provides `SqlClient`, `PgClient` and `WardenPool`. Closing the Layer
+ * closes the pool within the cleanup deadlines.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  config: WardenClientConfig
+): Layer.Layer<PgClient.PgClient | Client.SqlClient | WardenPool.WardenPool, SqlError> =>
+  Layer.scopedContext(Effect.map(make(config), toContext)).pipe(Layer.provide(Reactivity.layer))
+
+/**
+ * Like {@link layer}, reading the configuration from `Config`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<WardenClientConfig>
+): Layer.Layer<PgClient.PgClient | Client.SqlClient | WardenPool.WardenPool, ConfigError.ConfigError | SqlError> =>
+  Layer.scopedContext(Config.unwrap(config).pipe(Effect.flatMap(make), Effect.map(toContext))).pipe(
+    Layer.provide(Reactivity.layer)
+  )

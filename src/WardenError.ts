@@ -1,0 +1,137 @@
+/**
+ * The failures pg-warden itself raises. At the `SqlClient` boundary each one is carried as
+ * the `cause` of an `SqlError` from `@effect/sql`, so code written against `SqlClient`
+ * keeps handling one error type, and code that cares can look at `cause.reason`.
+ *
+ * @since 0.1.0
+ */
+import { SqlError } from "@effect/sql/SqlError"
+import * as Data from "effect/Data"
+
+/**
+ * A point-in-time view of the pool, carried by acquire timeouts so the user can see who
+ * holds the connections.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PoolSnapshot {
+  readonly total: number
+  readonly idle: number
+  readonly inUse: number
+  readonly waiting: number
+  readonly connecting: number
+  readonly releasing: number
+  readonly maxConnections: number
+}
+
+/**
+ * Why pg-warden failed:
+ * - `AcquireTimeout`: no connection became free within `acquireTimeout`;
+ * - `PoolClosed`: the Layer's scope closed; the pool hands out nothing more and revokes leases;
+ * - `ConnectFailed`: the server refused or could not be reached (see `cause`, with its SQLSTATE);
+ * - `ConnectTimeout`: connecting took longer than `connectTimeout`;
+ * - `ConnectionLost`: the session broke while in use (server ended it, network error);
+ * - `CommitFailed`: COMMIT returned an error;
+ * - `CommitRolledBack`: the server answered COMMIT with ROLLBACK (the transaction had failed);
+ * - `InvalidConfig`: the configuration cannot work (bad URL, bad numbers).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Reason =
+  | "AcquireTimeout"
+  | "PoolClosed"
+  | "ConnectFailed"
+  | "ConnectTimeout"
+  | "ConnectionLost"
+  | "CommitFailed"
+  | "CommitRolledBack"
+  | "InvalidConfig"
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export class WardenError extends Data.TaggedError("WardenError")<{
+  readonly reason: Reason
+  readonly detail: string
+  readonly cause?: unknown
+  readonly snapshot?: PoolSnapshot | undefined
+}> {
+  /**
+   * @since 0.1.0
+   */
+  override get message(): string {
+    const code = sqlState(this.cause)
+    const snapshot = this.snapshot
+      ? ` [pool: total=${this.snapshot.total} idle=${this.snapshot.idle} inUse=${this.snapshot.inUse} waiting=${this.snapshot.waiting} connecting=${this.snapshot.connecting} releasing=${this.snapshot.releasing} max=${this.snapshot.maxConnections}]`
+      : ""
+    return `${this.reason}: ${this.detail}${code ? ` (SQLSTATE ${code})` : ""}${snapshot}`
+  }
+
+  /**
+   * The SQLSTATE of the driver error behind this failure, when there is one.
+   *
+   * @since 0.1.0
+   */
+  get sqlState(): string | undefined {
+    return sqlState(this.cause)
+  }
+}
+
+/**
+ * The SQLSTATE of a driver error (`pg`'s `DatabaseError.code`), or of an `SqlError` whose
+ * cause is one.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const sqlState = (error: unknown): string | undefined => {
+  let current: unknown = error
+  for (let depth = 0; depth < 4 && typeof current === "object" && current !== null; depth++) {
+    const code = (current as { code?: unknown }).code
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code
+    current = (current as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+/**
+ * Wraps a `WardenError` into the `SqlError` that `SqlClient` users handle.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const toSqlError = (error: WardenError): SqlError => new SqlError({ cause: error, message: error.message })
+
+/**
+ * Builds the `SqlError` for a `reason`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const sqlError = (
+  reason: Reason,
+  detail: string,
+  options?: { readonly cause?: unknown; readonly snapshot?: PoolSnapshot | undefined }
+): SqlError =>
+  toSqlError(
+    new WardenError({
+      reason,
+      detail,
+      ...(options?.cause !== undefined ? { cause: options.cause } : {}),
+      ...(options?.snapshot !== undefined ? { snapshot: options.snapshot } : {})
+    })
+  )
+
+/**
+ * The `WardenError` behind an `SqlError`, if pg-warden raised it.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const fromSqlError = (error: unknown): WardenError | undefined => {
+  const cause = (error as { cause?: unknown } | undefined)?.cause
+  return cause instanceof WardenError ? cause : error instanceof WardenError ? error : undefined
+}

@@ -1,0 +1,95 @@
+/**
+ * The pool behind a `WardenClient`, as a service: its stats (derived from the pool state
+ * and counters of every release outcome) and an audit that checks the pool's view against
+ * the server's own `pg_stat_activity`.
+ *
+ * @since 0.1.0
+ */
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type { PoolSnapshot } from "./WardenError.js"
+
+/**
+ * Counters since the pool started. Release outcomes: `reused` (clean, back as is),
+ * `rolledBack` (open transaction rolled back), `cancelled` (statement cancelled, confirmed),
+ * `closed` (clean, closed gracefully), `terminated` (socket destroyed, backend ended).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PoolCounters {
+  readonly created: number
+  readonly connectFailures: number
+  readonly acquired: number
+  readonly acquireTimeouts: number
+  readonly waitersInterrupted: number
+  readonly reused: number
+  readonly rolledBack: number
+  readonly cancelled: number
+  readonly closed: number
+  readonly terminated: number
+  readonly lostWhileIdle: number
+  readonly retiredIdle: number
+  readonly retiredExpired: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PoolStats extends PoolSnapshot {
+  readonly counters: PoolCounters
+  readonly closed: boolean
+}
+
+/**
+ * A backend as the server reports it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ServerBackend {
+  readonly pid: number
+  readonly state: string | null
+  readonly query: string
+}
+
+/**
+ * The pool's view compared with the server's. `ok` is true when every backend the server
+ * shows for the pool's `application_name` is one the pool holds, no session the pool
+ * believes idle is in a transaction on the server, and nothing is left once the pool closed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AuditReport {
+  readonly ok: boolean
+  readonly applicationName: string
+  readonly server: ReadonlyArray<ServerBackend>
+  readonly pool: {
+    readonly idle: ReadonlyArray<number>
+    readonly leased: ReadonlyArray<number>
+    readonly releasing: ReadonlyArray<number>
+  }
+  /** On the server, not in the pool: leaked (or still being terminated). */
+  readonly unknownToPool: ReadonlyArray<ServerBackend>
+  /** Idle in the pool, but in a transaction or running a statement on the server. */
+  readonly dirtyIdle: ReadonlyArray<ServerBackend>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface WardenPool {
+  readonly applicationName: string
+  readonly stats: Effect.Effect<PoolStats>
+  readonly audit: Effect.Effect<AuditReport, SqlError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const WardenPool: Context.Tag<WardenPool, WardenPool> = Context.GenericTag<WardenPool>("pg-warden/WardenPool")

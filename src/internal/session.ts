@@ -1,0 +1,459 @@
+/**
+ * One physical PostgreSQL session over a `pg` Client.
+ *
+ * The session tracks what the server is doing with it (statements in flight, the
+ * transaction status from ReadyForQuery, an outstanding cancel, a socket error) and owns
+ * the release protocol of DESIGN.md §3. Every wait inside the protocol has its own deadline.
+ *
+ * @internal
+ */
+import { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import * as Pg from "pg"
+import { type CancelOutcome, destroyClient, type Endpoint, sendCancelRequest, terminateBackend } from "./wire.js"
+
+/** Deadlines of the cleanup steps, in milliseconds. */
+export interface Deadlines {
+  readonly cancel: number
+  readonly drain: number
+  readonly rollback: number
+  readonly terminate: number
+}
+
+/** What a session needs to connect and to clean up after itself. */
+export interface SessionConfig {
+  readonly client: Pg.ClientConfig
+  readonly applicationName: string
+  readonly connectTimeoutMs: number
+  readonly deadlines: Deadlines
+  /** Runtime parameters sent in the startup packet (`-c name=value`). */
+  readonly startupParameters: ReadonlyArray<readonly [string, string]>
+}
+
+/**
+ * The outcome of releasing a session, counted by the pool:
+ * - `reused`: it was clean and goes back to the pool as is;
+ * - `rolledBack`: an open transaction was rolled back and the session verified clean;
+ * - `cancelled`: a statement in flight was cancelled (confirmed by 57014) and the session is clean;
+ * - `closed`: it was clean and closed gracefully (pool closing, lifetime over);
+ * - `terminated`: the socket was destroyed and the backend ended by the server.
+ */
+export type ReleaseOutcome = "reused" | "rolledBack" | "cancelled" | "closed" | "terminated"
+
+/** A statement submitted by us whose callback has not fired yet. */
+interface InFlight {
+  readonly query: object
+  done: boolean
+  error: unknown
+}
+
+interface PgClientInternals {
+  readonly readyForQuery: boolean
+  readonly _queryQueue: Array<object>
+  readonly _activeQuery: object | null | undefined
+  readonly connection: { on(event: "readyForQuery", f: () => void): void }
+  getTransactionStatus(): "I" | "T" | "E" | null
+}
+
+const sqlStateOf = (error: unknown): string | undefined =>
+  typeof error === "object" && error !== null && typeof (error as { code?: unknown }).code === "string"
+    ? (error as { code: string }).code
+    : undefined
+
+const QUERY_CANCELED = "57014"
+
+/** Builds the `SqlError` a failed statement surfaces, keeping the driver error as the cause. */
+export const statementError = (cause: unknown, what = "Failed to execute statement"): SqlError => {
+  const code = sqlStateOf(cause)
+  const detail = cause instanceof Error ? cause.message : String(cause)
+  return new SqlError({ cause, message: code ? `${what}: ${detail} (SQLSTATE ${code})` : `${what}: ${detail}` })
+}
+
+let nextSessionId = 1
+
+export class Session {
+  readonly id = nextSessionId++
+  readonly client: Pg.Client
+  readonly config: SessionConfig
+  endpoint: Endpoint
+  pid = 0
+  secretKey = 0
+  readonly createdAt = Date.now()
+  /** Set by the pool: when the session must be retired (max lifetime with jitter). */
+  expiresAt = Number.POSITIVE_INFINITY
+  idleSince = Date.now()
+  /** The socket error or end that made this session unusable. */
+  lost: unknown = undefined
+  /** Set when the pool takes the session away from its borrower (shutdown): new statements are refused. */
+  revoked: string | undefined = undefined
+  /** A CancelRequest was sent and its effect is not confirmed: never hand this session to anyone else. */
+  cancelUnconfirmed = false
+  /** A statement was cancelled during the current lease (for counting). */
+  cancelledDuringLease = false
+  /** A deadline expired: the network or the backend may not be answering. */
+  unresponsive = false
+  /** Called once when the session becomes unusable (socket error or end). */
+  onLost: ((session: Session) => void) | undefined = undefined
+  private readonly inFlight: Array<InFlight> = []
+  private settleWaiters: Array<() => void> = []
+  private releasing: Promise<ReleaseOutcome> | undefined = undefined
+
+  private constructor(client: Pg.Client, config: SessionConfig) {
+    this.client = client
+    this.config = config
+    this.endpoint = { host: client.host, port: client.port }
+  }
+
+  private get internals(): PgClientInternals {
+    return this.client as unknown as PgClientInternals
+  }
+
+  /**
+   * Opens a session. The returned function aborts a connection attempt that has not
+   * finished yet: the half-made socket is destroyed and `onDone` is called with an error.
+   */
+  static connect(config: SessionConfig, onDone: (error: unknown, session?: Session) => void): () => void {
+    const client = new Pg.Client({
+      ...config.client,
+      application_name: config.applicationName,
+      connectionTimeoutMillis: config.connectTimeoutMs,
+      keepAlive: true,
+      ...(config.startupParameters.length > 0
+        ? { options: config.startupParameters.map(([k, v]) => `-c ${k}=${v}`).join(" ") }
+        : {})
+    })
+    let done = false
+    const session = new Session(client, config)
+    // A driver 'error' event must never become an uncaught exception.
+    client.on("error", (error) => session.markLost(error))
+    client.on("end", () => session.markLost(new Error("Connection ended")))
+    const finish = (error: unknown) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      if (error) {
+        destroyClient(client)
+        onDone(error)
+        return
+      }
+      session.pid = (client as unknown as { processID: number }).processID ?? 0
+      session.secretKey = (client as unknown as { secretKey: number }).secretKey ?? 0
+      session.endpoint = { host: client.host, port: client.port }
+      session.internals.connection.on("readyForQuery", () => session.notifySettled())
+      onDone(undefined, session)
+    }
+    // pg's own connection timeout only covers part of the handshake; this one covers all of it.
+    const timer = setTimeout(
+      () => finish(new Error(`Connection timed out after ${config.connectTimeoutMs} ms`)),
+      config.connectTimeoutMs
+    )
+    try {
+      client.connect((error) => finish(error ?? undefined))
+    } catch (error) {
+      finish(error)
+    }
+    return () => finish(new Error("Connection attempt aborted"))
+  }
+
+  /** True when no statement of ours is pending and the server sent ReadyForQuery. */
+  get settled(): boolean {
+    return this.inFlight.length === 0 && this.internals.readyForQuery === true
+  }
+
+  get transactionStatus(): "I" | "T" | "E" | null {
+    return this.internals.getTransactionStatus()
+  }
+
+  /** Clean: may be handed to another borrower as it is. */
+  get clean(): boolean {
+    return (
+      this.lost === undefined &&
+      this.revoked === undefined &&
+      !this.cancelUnconfirmed &&
+      this.settled &&
+      this.internals.getTransactionStatus() === "I"
+    )
+  }
+
+  get busy(): boolean {
+    return !this.settled
+  }
+
+  markLost(error: unknown): void {
+    if (this.lost !== undefined) return
+    this.lost = error
+    this.notifySettled()
+    this.onLost?.(this)
+  }
+
+  private notifySettled(): void {
+    if (this.settleWaiters.length === 0) return
+    const waiters = this.settleWaiters
+    this.settleWaiters = []
+    for (const wake of waiters) wake()
+  }
+
+  /** Waits until the session is settled (true) or lost, or the deadline passes (false). */
+  whenSettled(timeoutMs: number): Promise<boolean> {
+    if (this.settled || this.lost !== undefined) return Promise.resolve(this.settled && this.lost === undefined)
+    return new Promise((resolve) => {
+      let finished = false
+      const check = () => {
+        if (finished) return
+        if (this.settled || this.lost !== undefined) {
+          finished = true
+          clearTimeout(timer)
+          resolve(this.settled && this.lost === undefined)
+        } else {
+          this.settleWaiters.push(check)
+        }
+      }
+      const timer = setTimeout(() => {
+        if (finished) return
+        finished = true
+        this.unresponsive = true
+        resolve(false)
+      }, timeoutMs)
+      this.settleWaiters.push(check)
+    })
+  }
+
+  /**
+   * Runs one statement. Interrupting the returned effect cancels the statement on the
+   * server (protocol CancelRequest) and waits for it to settle within the deadlines; when
+   * that cannot be confirmed, the session is terminated. Either way the interruption
+   * completes within `cancel + drain + terminate`.
+   */
+  run<A>(config: Pg.QueryConfig | Pg.QueryArrayConfig | Pg.Submittable, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+    return Effect.async<A, SqlError>((resume) => {
+      const refusal = this.refusal()
+      if (refusal !== undefined) {
+        resume(Effect.fail(refusal))
+        return
+      }
+      const record: InFlight = { query: config, done: false, error: undefined }
+      const callback = (error: unknown, result: unknown) => {
+        if (record.done) return
+        record.done = true
+        record.error = error
+        this.forget(record)
+        if (error) {
+          resume(Effect.fail(statementError(error)))
+        } else {
+          try {
+            resume(Effect.succeed(onResult(result)))
+          } catch (cause) {
+            resume(Effect.fail(statementError(cause, "Failed to read result")))
+          }
+        }
+      }
+      this.inFlight.push(record)
+      try {
+        if ("submit" in config) {
+          ;(config as { callback?: unknown }).callback = callback
+          this.client.query(config as Pg.Submittable)
+        } else {
+          this.client.query(config, callback)
+        }
+      } catch (error) {
+        // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
+        callback(error, undefined)
+        return
+      }
+      return Effect.promise(() => this.interruptStatement(record))
+    })
+  }
+
+  /** Why a new statement is refused, if it is. */
+  refusal(): SqlError | undefined {
+    if (this.revoked !== undefined) return new SqlError({ message: this.revoked })
+    if (this.lost !== undefined) {
+      return new SqlError({ cause: this.lost, message: "Connection lost: the session can no longer be used" })
+    }
+    return undefined
+  }
+
+  private forget(record: InFlight): void {
+    const index = this.inFlight.indexOf(record)
+    if (index >= 0) this.inFlight.splice(index, 1)
+    this.notifySettled()
+  }
+
+  /** Tracks a statement submitted outside `run` (cursors), until `done` is called. */
+  track(query: object): { done: (error?: unknown) => void } {
+    const record: InFlight = { query, done: false, error: undefined }
+    this.inFlight.push(record)
+    return {
+      done: (error?: unknown) => {
+        if (record.done) return
+        record.done = true
+        record.error = error
+        this.forget(record)
+      }
+    }
+  }
+
+  /**
+   * Interruption of one statement: drop it if pg has not sent it yet, otherwise cancel it
+   * on the server. Never throws; always finishes within the cleanup deadlines.
+   */
+  private async interruptStatement(record: InFlight): Promise<void> {
+    if (record.done) return
+    const queue = this.internals._queryQueue
+    const queued = queue.indexOf(record.query)
+    if (queued >= 0) {
+      queue.splice(queued, 1)
+      record.done = true
+      this.forget(record)
+      return
+    }
+    if (!(await this.cancelInFlight())) await this.terminate()
+  }
+
+  /**
+   * Cancels whatever statement is running and waits for it to settle. Returns true when
+   * the cancel is confirmed (the statement ended with 57014, or nothing was running) and the
+   * session is settled. A statement that completed while the cancel was on its way means the
+   * signal may still land on a later statement: that is not confirmed.
+   */
+  private async cancelInFlight(): Promise<boolean> {
+    if (this.lost !== undefined) return false
+    // Statements pg has not sent yet are simply dropped.
+    const queue = this.internals._queryQueue
+    for (const record of this.inFlight.slice()) {
+      const index = queue.indexOf(record.query)
+      if (index >= 0) {
+        queue.splice(index, 1)
+        record.done = true
+        this.forget(record)
+      }
+    }
+    const target = this.inFlight.find((r) => r.query === this.internals._activeQuery) ?? this.inFlight[0]
+    if (target === undefined) return this.whenSettled(this.config.deadlines.drain)
+    this.cancelUnconfirmed = true
+    this.cancelledDuringLease = true
+    const delivery: CancelOutcome = await sendCancelRequest(
+      this.endpoint,
+      this.pid,
+      this.secretKey,
+      this.config.deadlines.cancel
+    )
+    if (delivery !== "delivered") {
+      this.unresponsive = true
+      return false
+    }
+    const settled = await this.whenSettled(this.config.deadlines.drain)
+    if (!settled) return false
+    if (target.done && sqlStateOf(target.error) === QUERY_CANCELED) {
+      this.cancelUnconfirmed = false
+      return true
+    }
+    return false
+  }
+
+  /**
+   * Forced end: destroy the socket (cannot hang), then, if the backend may still be running
+   * a statement or may not have noticed, end it from the server side over a control
+   * connection within the terminate deadline. When even that cannot reach the server, the
+   * session parameters set at startup (TCP keepalive, client_connection_check_interval,
+   * idle_in_transaction_session_timeout) make the server reap it.
+   */
+  async terminate(): Promise<void> {
+    const mayStillRun = !this.settled || this.unresponsive || this.lost !== undefined
+    this.revoked ??= "Connection terminated by pg-warden"
+    this.markLost(new Error("Connection terminated by pg-warden"))
+    destroyClient(this.client)
+    if (mayStillRun && this.pid !== 0) {
+      await terminateBackend(this.config.client, this.pid, this.config.applicationName, this.config.deadlines.terminate)
+    }
+  }
+
+  /** Graceful close of a clean session: Terminate message, then wait for the socket to end. */
+  async close(): Promise<void> {
+    this.revoked ??= "Connection closed"
+    if (this.lost !== undefined) {
+      destroyClient(this.client)
+      return
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        destroyClient(this.client)
+        resolve()
+      }, this.config.deadlines.terminate)
+      this.client.end(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+  }
+
+  /** ROLLBACK within the rollback deadline; true when the session is verified idle afterwards. */
+  private async rollback(): Promise<boolean> {
+    const outcome = await new Promise<boolean>((resolve) => {
+      const record = this.track({ rollback: true })
+      const timer = setTimeout(() => {
+        this.unresponsive = true
+        resolve(false)
+      }, this.config.deadlines.rollback)
+      try {
+        this.client.query("ROLLBACK", (error) => {
+          clearTimeout(timer)
+          record.done(error)
+          resolve(!error)
+        })
+      } catch {
+        clearTimeout(timer)
+        record.done()
+        resolve(false)
+      }
+    })
+    return outcome && (await this.whenSettled(this.config.deadlines.rollback)) && this.clean
+  }
+
+  /**
+   * The release protocol (DESIGN.md §3). Runs at most once per lease: a second caller (the
+   * pool shutting down while the borrower releases) gets the same outcome.
+   * `keep` says whether a clean session may be kept (false when closing or expired).
+   */
+  release(keep: () => boolean): Promise<ReleaseOutcome> {
+    this.releasing ??= this.runRelease(keep).finally(() => {
+      this.releasing = undefined
+    })
+    return this.releasing
+  }
+
+  private async runRelease(keep: () => boolean): Promise<ReleaseOutcome> {
+    let outcome: ReleaseOutcome = "reused"
+    try {
+      if (this.lost !== undefined) return await this.terminated()
+      // 1. Statement in flight: cancel it and wait for it to settle.
+      if (this.inFlight.length > 0) {
+        if (!(await this.cancelInFlight())) return await this.terminated()
+        outcome = "cancelled"
+      } else if (!this.settled && !(await this.whenSettled(this.config.deadlines.drain))) {
+        return await this.terminated()
+      }
+      if (this.cancelUnconfirmed) return await this.terminated()
+      if (this.cancelledDuringLease) outcome = "cancelled"
+      // 2. Transaction open (also a raw BEGIN outside withTransaction): roll it back.
+      const status = this.transactionStatus
+      if (status === "T" || status === "E") {
+        if (!(await this.rollback())) return await this.terminated()
+        if (outcome === "reused") outcome = "rolledBack"
+      }
+      // 3. Verified clean: keep it, or close it gracefully.
+      if (!this.clean) return await this.terminated()
+      this.cancelledDuringLease = false
+      if (keep()) return outcome
+      await this.close()
+      return "closed"
+    } catch {
+      return await this.terminated()
+    }
+  }
+
+  private async terminated(): Promise<ReleaseOutcome> {
+    await this.terminate()
+    return "terminated"
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Out-of-band operations on a backend: the protocol CancelRequest and a forced
+ * `pg_terminate_backend` over a short-lived control connection.
+ *
+ * Both run on fresh sockets, never on a pool slot, and both are bounded by a
+ * deadline: they are called from release finalizers, which must not wait forever.
+ *
+ * @internal
+ */
+import * as Net from "node:net"
+import * as Pg from "pg"
+
+/** Where a session's backend can be reached: a TCP address or a Unix socket folder. */
+export interface Endpoint {
+  readonly host: string
+  readonly port: number
+}
+
+/** The name control connections use, so audits can tell them apart from pool backends. */
+export const CONTROL_APPLICATION_NAME = "pg-warden-control"
+
+const CANCEL_REQUEST_CODE = 80877102
+
+/**
+ * Outcome of a CancelRequest: `delivered` means the server accepted the request and
+ * closed the socket, which it does after signalling the backend.
+ */
+export type CancelOutcome = "delivered" | "failed" | "timeout"
+
+/**
+ * Sends a protocol CancelRequest for `(pid, secretKey)` on a fresh socket and waits until
+ * the server closes it (at which point the backend has been signalled).
+ */
+export const sendCancelRequest = (
+  endpoint: Endpoint,
+  pid: number,
+  secretKey: number,
+  timeoutMs: number
+): Promise<CancelOutcome> =>
+  new Promise((resolve) => {
+    let settled = false
+    const socket = endpoint.host.startsWith("/")
+      ? Net.connect(`${endpoint.host}/.s.PGSQL.${endpoint.port}`)
+      : Net.connect(endpoint.port, endpoint.host)
+    const finish = (outcome: CancelOutcome) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(outcome)
+    }
+    const timer = setTimeout(() => finish("timeout"), timeoutMs)
+    socket.setNoDelay(true)
+    socket.on("error", () => finish("failed"))
+    socket.on("connect", () => {
+      const packet = Buffer.allocUnsafe(16)
+      packet.writeInt32BE(16, 0)
+      packet.writeInt32BE(CANCEL_REQUEST_CODE, 4)
+      packet.writeInt32BE(pid, 8)
+      packet.writeInt32BE(secretKey, 12)
+      socket.write(packet)
+    })
+    // The server answers nothing; it closes the connection once the backend was signalled.
+    socket.on("close", () => finish("delivered"))
+    socket.resume()
+  })
+
+/** Outcome of an out-of-band termination. */
+export type TerminateOutcome = "terminated" | "gone" | "failed" | "timeout"
+
+/**
+ * Ends a backend from the server side over a separate, short-lived control connection.
+ * Used when the session's own socket cannot be trusted to tell the server (a statement is
+ * still running, or the network may be partitioned). The pid is matched together with the
+ * application name so a recycled pid of an unrelated session is never hit.
+ */
+export const terminateBackend = (
+  config: Pg.ClientConfig,
+  pid: number,
+  applicationName: string,
+  timeoutMs: number
+): Promise<TerminateOutcome> =>
+  new Promise((resolve) => {
+    let settled = false
+    const client = new Pg.Client({
+      ...config,
+      application_name: CONTROL_APPLICATION_NAME,
+      connectionTimeoutMillis: timeoutMs,
+      keepAlive: true
+    })
+    const finish = (outcome: TerminateOutcome) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      destroyClient(client)
+      resolve(outcome)
+    }
+    const timer = setTimeout(() => finish("timeout"), timeoutMs)
+    client.on("error", () => finish("failed"))
+    client.connect((err) => {
+      if (err) return finish("failed")
+      client.query(
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2",
+        [pid, applicationName],
+        (err, result) => {
+          if (err) return finish("failed")
+          finish(result.rows.length > 0 && result.rows[0].ok === true ? "terminated" : "gone")
+        }
+      )
+    })
+  })
+
+/** Destroys a client's socket at once. This cannot hang. */
+export const destroyClient = (client: Pg.Client): void => {
+  const connection = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection
+  try {
+    connection?.stream?.destroy?.()
+  } catch {
+    // the socket is already gone
+  }
+}
