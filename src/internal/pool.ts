@@ -312,7 +312,12 @@ export class Pool {
     return Effect.suspend(() => {
       if (!this.leased.delete(session)) return Effect.void // already taken back by shutdown
       if (!this.closed && session.clean && session.expiresAt > Date.now()) {
-        this.counters.reused++
+        if (session.cancelledDuringLease) {
+          session.cancelledDuringLease = false
+          this.counters.cancelled++
+        } else {
+          this.counters.reused++
+        }
         this.checkIn(session)
         return Effect.void
       }
