@@ -5,6 +5,8 @@
  *
  * @since 0.1.0
  */
+
+import type { ConnectionOptions } from "node:tls"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as Client from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -24,12 +26,11 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type { ConnectionOptions } from "node:tls"
 import * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
 import { Pool } from "./internal/pool.js"
-import { type Deadlines, Session, type SessionConfig, statementError } from "./internal/session.js"
+import { type Deadlines, type Session, type SessionConfig, statementError } from "./internal/session.js"
 import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
@@ -362,9 +363,7 @@ class LeasedConnection implements Connection {
   }
   executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
     const error = this.check()
-    return error
-      ? Stream.fail(error)
-      : Stream.unwrapScoped(cursorStream(this.session, sql, params, transformRows))
+    return error ? Stream.fail(error) : Stream.unwrapScoped(cursorStream(this.session, sql, params, transformRows))
   }
 }
 
@@ -460,10 +459,7 @@ export const make = (
     const listen = (channel: string): Stream.Stream<string, SqlError> =>
       Stream.asyncPush<string, SqlError>((emit) =>
         Effect.gen(function* () {
-          const session = yield* Effect.acquireRelease(
-            connectDedicated(resolved.pool.session),
-            (session) => Effect.promise(() => session.close())
-          )
+          const session = yield* Effect.acquireRelease(pool.openDedicated(), (session) => pool.closeDedicated(session))
           session.client.on("notification", (message) => {
             if (message.channel === channel && message.payload !== undefined) emit.single(message.payload)
           })
@@ -494,22 +490,9 @@ export const make = (
     return client
   })
 
-/** A session outside the pool (LISTEN), connected within the connect deadline, interruptibly. */
-const connectDedicated = (config: SessionConfig): Effect.Effect<Session, SqlError> =>
-  Effect.async<Session, SqlError>((resume) => {
-    const abort = Session.connect(config, (error, session) => {
-      if (error !== undefined || session === undefined) {
-        resume(Effect.fail(sqlError("ConnectFailed", `could not connect: ${String(error)}`, { cause: error })))
-      } else {
-        resume(Effect.succeed(session))
-      }
-    })
-    return Effect.sync(abort)
-  })
-
-const makeWithTransaction =
-  (pool: Pool, spanAttributes: ReadonlyArray<readonly [string, unknown]>) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly [string, unknown]>) => {
+  const span = { kind: "client", captureStackTrace: false, attributes: Object.fromEntries(spanAttributes) } as const
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
         const context = fiber.currentContext
@@ -548,23 +531,26 @@ const makeWithTransaction =
           )
         })
       })
-    ).pipe(Effect.withSpan("sql.transaction", { kind: "client", captureStackTrace: false, attributes: Object.fromEntries(spanAttributes) }))
+    ).pipe(Effect.withSpan("sql.transaction", span))
+}
 
 /** COMMIT; a failure or a COMMIT the server turned into ROLLBACK is a typed `SqlError`. */
 const commit = (session: Session): Effect.Effect<void, SqlError> =>
-  session.run({ text: "COMMIT" }, (result: Pg.QueryResult) => result.command).pipe(
-    Effect.mapError((error) => sqlError("CommitFailed", `COMMIT failed: ${error.message}`, { cause: error.cause })),
-    Effect.flatMap((command) =>
-      command === "ROLLBACK"
-        ? Effect.fail(
-            sqlError(
-              "CommitRolledBack",
-              "the server rolled the transaction back instead of committing it (a statement in it had failed)"
+  session
+    .run({ text: "COMMIT" }, (result: Pg.QueryResult) => result.command)
+    .pipe(
+      Effect.mapError((error) => sqlError("CommitFailed", `COMMIT failed: ${error.message}`, { cause: error.cause })),
+      Effect.flatMap((command) =>
+        command === "ROLLBACK"
+          ? Effect.fail(
+              sqlError(
+                "CommitRolledBack",
+                "the server rolled the transaction back instead of committing it (a statement in it had failed)"
+              )
             )
-          )
-        : Effect.void
+          : Effect.void
+      )
     )
-  )
 
 /**
  * Rolls back to a savepoint after the inner block failed. If that cannot be done, the whole

@@ -74,6 +74,10 @@ export class Pool {
   private readonly releasing = new Set<Session>()
   private waiters: Array<Waiter> = []
   private waitersHead = 0
+  /** Waiters still in the "waiting" state (the queue may hold cancelled ones until compaction). */
+  private liveWaiters = 0
+  /** Sessions outside the pool's count (LISTEN), closed with the pool all the same. */
+  private readonly dedicated = new Set<Session>()
   private connecting = 0
   private readonly connectAborts = new Set<() => void>()
   private readonly background = new Set<Promise<unknown>>()
@@ -87,13 +91,14 @@ export class Pool {
     const interval = Math.max(50, Math.min(1000, Math.floor(config.idleTimeoutMs / 2)))
     this.maintenance = setInterval(() => this.maintain(), interval)
     this.maintenance.unref()
+    this.maintain()
   }
 
   // ---------------------------------------------------------------------------
   // Introspection
 
   get waiting(): number {
-    return this.waiters.length - this.waitersHead
+    return this.liveWaiters
   }
 
   get total(): number {
@@ -113,7 +118,11 @@ export class Pool {
   }
 
   /** Backend PIDs of every session the pool holds, by state. */
-  pids(): { readonly idle: ReadonlyArray<number>; readonly leased: ReadonlyArray<number>; releasing: ReadonlyArray<number> } {
+  pids(): {
+    readonly idle: ReadonlyArray<number>
+    readonly leased: ReadonlyArray<number>
+    releasing: ReadonlyArray<number>
+  } {
     return {
       idle: this.idle.map((s) => s.pid),
       leased: [...this.leased].map((s) => s.pid),
@@ -129,13 +138,16 @@ export class Pool {
    * made interruptible, through `restore`. The caller owns the session once this succeeds
    * and must hand it to `release`.
    */
-  acquire(restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>): Effect.Effect<Session, SqlError> {
+  acquire(
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  ): Effect.Effect<Session, SqlError> {
     return Effect.suspend(() => {
       if (this.closed) return Effect.fail(this.closedError())
       const session = this.takeIdle()
       if (session !== undefined) return Effect.succeed(session)
       const waiter: Waiter = { state: "waiting", session: undefined, resume: undefined, timer: undefined }
       this.waiters.push(waiter)
+      this.liveWaiters++
       waiter.timer = setTimeout(() => this.timeOut(waiter), this.config.acquireTimeoutMs)
       this.grow()
       return restore(
@@ -169,10 +181,8 @@ export class Pool {
   /** A waiter left (interrupted). If it had already been served, the session goes back. */
   private abandon(waiter: Waiter): void {
     if (waiter.state === "waiting") {
-      waiter.state = "cancelled"
-      clearTimeout(waiter.timer)
+      this.leave(waiter)
       this.counters.waitersInterrupted++
-      this.compactWaiters()
     } else if (waiter.state === "served") {
       waiter.state = "returned"
       const session = waiter.session!
@@ -184,9 +194,8 @@ export class Pool {
 
   private timeOut(waiter: Waiter): void {
     if (waiter.state !== "waiting") return
-    waiter.state = "cancelled"
+    this.leave(waiter)
     this.counters.acquireTimeouts++
-    this.compactWaiters()
     waiter.resume?.(
       Effect.fail(
         sqlError("AcquireTimeout", `no connection became available within ${this.config.acquireTimeoutMs} ms`, {
@@ -202,12 +211,22 @@ export class Pool {
       this.waiters[this.waitersHead] = undefined as unknown as Waiter
       this.waitersHead++
       if (waiter.state === "waiting") {
+        this.liveWaiters--
+        clearTimeout(waiter.timer)
         this.compactWaiters()
         return waiter
       }
     }
     this.compactWaiters()
     return undefined
+  }
+
+  /** A waiter stops waiting without being served (interrupted, timed out). */
+  private leave(waiter: Waiter): void {
+    waiter.state = "cancelled"
+    this.liveWaiters--
+    clearTimeout(waiter.timer)
+    this.compactWaiters()
   }
 
   private compactWaiters(): void {
@@ -220,12 +239,6 @@ export class Pool {
     }
   }
 
-  private liveWaiters(): number {
-    let n = 0
-    for (let i = this.waitersHead; i < this.waiters.length; i++) if (this.waiters[i]!.state === "waiting") n++
-    return n
-  }
-
   /** A clean session becomes available: hand it to the oldest waiter, or put it on the free list. */
   private checkIn(session: Session): void {
     if (this.closed || session.lost !== undefined) {
@@ -234,7 +247,6 @@ export class Pool {
     }
     const waiter = this.nextWaiter()
     if (waiter !== undefined) {
-      clearTimeout(waiter.timer)
       waiter.state = "served"
       waiter.session = session
       this.leased.add(session)
@@ -249,7 +261,7 @@ export class Pool {
   /** Opens connections for waiters that no pending connection will serve, up to the maximum. */
   private grow(): void {
     if (this.closed) return
-    let wanted = this.liveWaiters() - this.connecting
+    let wanted = this.liveWaiters - this.connecting
     while (wanted > 0 && this.total < this.config.maxConnections) {
       this.spawnConnect()
       wanted--
@@ -271,7 +283,6 @@ export class Pool {
         // The oldest waiter learns why; the others keep waiting for their own attempts.
         const waiter = this.nextWaiter()
         if (waiter !== undefined) {
-          clearTimeout(waiter.timer)
           waiter.state = "cancelled"
           waiter.resume?.(Effect.fail(connectError(error, this.config.session.connectTimeoutMs)))
         }
@@ -385,6 +396,45 @@ export class Pool {
   }
 
   // ---------------------------------------------------------------------------
+  // Dedicated sessions
+
+  /**
+   * A session outside the pool's count, for LISTEN: connected interruptibly within the
+   * connect deadline, closed with `closeDedicated` or, at the latest, with the pool.
+   */
+  openDedicated(): Effect.Effect<Session, SqlError> {
+    return Effect.async<Session, SqlError>((resume) => {
+      if (this.closed) {
+        resume(Effect.fail(this.closedError()))
+        return
+      }
+      const config: SessionConfig = { ...this.config.session, startupParameters: this.startupParameters }
+      const abort = Session.connect(config, (error, session) => {
+        this.connectAborts.delete(abort)
+        if (error !== undefined || session === undefined) {
+          resume(Effect.fail(connectError(error, config.connectTimeoutMs)))
+        } else if (this.closed) {
+          this.track(session.terminate())
+          resume(Effect.fail(this.closedError()))
+        } else {
+          this.dedicated.add(session)
+          resume(Effect.succeed(session))
+        }
+      })
+      this.connectAborts.add(abort)
+      return Effect.sync(abort)
+    })
+  }
+
+  closeDedicated(session: Session): Effect.Effect<void> {
+    return Effect.promise(() => {
+      this.dedicated.delete(session)
+      session.onLost = undefined
+      return session.lost === undefined && session.settled ? session.close() : session.terminate()
+    })
+  }
+
+  // ---------------------------------------------------------------------------
   // Shutdown
 
   /**
@@ -397,11 +447,12 @@ export class Pool {
     this.closed = true
     clearInterval(this.maintenance)
     for (let waiter = this.nextWaiter(); waiter !== undefined; waiter = this.nextWaiter()) {
-      clearTimeout(waiter.timer)
       waiter.state = "cancelled"
       waiter.resume?.(Effect.fail(this.closedError()))
     }
     for (const abort of [...this.connectAborts]) abort()
+    for (const session of this.dedicated) this.track(session.terminate())
+    this.dedicated.clear()
     const idle = this.idle.splice(0)
     for (const session of idle) this.track(session.close())
     for (const session of [...this.leased]) {

@@ -224,7 +224,10 @@ export class Session {
    * that cannot be confirmed, the session is terminated. Either way the interruption
    * completes within `cancel + drain + terminate`.
    */
-  run<A>(config: Pg.QueryConfig | Pg.QueryArrayConfig | Pg.Submittable, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+  run<A>(
+    config: Pg.QueryConfig | Pg.QueryArrayConfig | Pg.Submittable,
+    onResult: (result: any) => A
+  ): Effect.Effect<A, SqlError> {
     return Effect.async<A, SqlError>((resume) => {
       const refusal = this.refusal()
       if (refusal !== undefined) {

@@ -1,0 +1,182 @@
+/**
+ * The SqlClient / PgClient surface on top of the pool: statements, transforms, json,
+ * savepoints, reserve, streams and LISTEN/NOTIFY, each checked against the server.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import { describe, expect, inject, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Fiber from "effect/Fiber"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import * as Str from "effect/String"
+import { WardenClient, WardenPool } from "../src/index.js"
+import { Admin, uniqueAppName } from "./support/admin.js"
+import "./support/context.js"
+
+const url = inject("databaseUrl")
+
+const withClient = <A, E>(
+  name: string,
+  f: (ctx: {
+    sql: PgClient.PgClient
+    admin: Admin
+    app: string
+    pool: WardenPool.WardenPool
+  }) => Effect.Effect<A, E, never>,
+  config: Partial<WardenClient.WardenClientConfig> = {}
+) => {
+  const app = uniqueAppName(name)
+  return Effect.acquireUseRelease(
+    Effect.promise(() => Admin.connect(url)),
+    (admin) =>
+      Effect.gen(function* () {
+        const sql = yield* PgClient.PgClient
+        const pool = yield* WardenPool.WardenPool
+        return yield* f({ sql, admin, app, pool })
+      }).pipe(
+        Effect.provide(WardenClient.layer({ url: Redacted.make(url), applicationName: app, ...config })),
+        Effect.zipLeft(Effect.promise(() => admin.waitForNoBackends(app)))
+      ),
+    (admin) => Effect.promise(() => admin.close())
+  )
+}
+
+describe("WardenClient as SqlClient/PgClient", () => {
+  it.live("runs statements and provides both tags from one layer", () =>
+    withClient("basic", ({ sql }) =>
+      Effect.gen(function* () {
+        const generic = yield* SqlClient.SqlClient
+        expect(yield* generic`select ${1}::int as a, ${"b"}::text as b`).toEqual([{ a: 1, b: "b" }])
+        expect(yield* sql`select 1 as x, 2 as y`.values).toEqual([[1, 2]])
+        const raw = (yield* sql`select 1 as x`.raw) as { command: string; rowCount: number }
+        expect(raw.command).toBe("SELECT")
+        expect(yield* sql`select ${sql.json({ a: [1, 2] })}::jsonb as j`).toEqual([{ j: { a: [1, 2] } }])
+        const rows = yield* sql`select * from (values (1, 'a'), (2, 'b')) as t(id, name) where ${sql.in("id", [2])}`
+        expect(rows).toEqual([{ id: 2, name: "b" }])
+      }).pipe(Effect.provideService(SqlClient.SqlClient, sql))
+    )
+  )
+
+  it.live("applies transformResultNames and transformQueryNames like @effect/sql-pg", () =>
+    withClient(
+      "transform",
+      ({ sql }) =>
+        Effect.gen(function* () {
+          const rows = yield* sql`select 1 as ${sql("fooBar")}`
+          expect(rows).toEqual([{ fooBar: 1 }])
+        }),
+      { transformResultNames: Str.snakeToCamel, transformQueryNames: Str.camelToSnake }
+    )
+  )
+
+  it.live("commits, rolls back, and nests with savepoints (checked from the server)", () =>
+    withClient("tx", ({ sql, admin }) =>
+      Effect.gen(function* () {
+        const table = `warden_tx_${Date.now()}_${Math.floor(Math.random() * 1e6)}`
+        yield* sql`create table ${sql(table)} (v int)`
+        const count = () =>
+          Effect.promise(() => admin.query<{ n: string }>(`select count(*)::text as n from ${table}`)).pipe(
+            Effect.map((r) => Number(r[0]!.n))
+          )
+        yield* sql.withTransaction(sql`insert into ${sql(table)} values (1)`)
+        expect(yield* count()).toBe(1)
+        const failed = yield* sql
+          .withTransaction(Effect.zipRight(sql`insert into ${sql(table)} values (2)`, Effect.fail("boom" as const)))
+          .pipe(Effect.either)
+        expect(failed).toEqual(Either.left("boom"))
+        expect(yield* count()).toBe(1)
+        yield* sql.withTransaction(
+          Effect.gen(function* () {
+            yield* sql`insert into ${sql(table)} values (3)`
+            const inner = yield* sql
+              .withTransaction(Effect.zipRight(sql`insert into ${sql(table)} values (4)`, Effect.fail("inner")))
+              .pipe(Effect.either)
+            expect(Either.isLeft(inner)).toBe(true)
+            yield* sql.withTransaction(sql`insert into ${sql(table)} values (5)`)
+          })
+        )
+        const values = yield* Effect.promise(() => admin.query<{ v: number }>(`select v from ${table} order by v`))
+        expect(values.map((r) => r.v)).toEqual([1, 3, 5])
+        yield* sql`drop table ${sql(table)}`
+      })
+    )
+  )
+
+  it.live("reserve: a connection used after its scope closed fails with a typed error", () =>
+    withClient("reserve", ({ sql }) =>
+      Effect.gen(function* () {
+        const connection = yield* Effect.scoped(sql.reserve)
+        const result = yield* connection.execute("select 1", [], undefined).pipe(Effect.either)
+        expect(Either.isLeft(result) && result.left._tag).toBe("SqlError")
+        const pid = yield* Effect.scoped(
+          Effect.flatMap(sql.reserve, (c) => c.execute("select pg_backend_pid() as pid", [], undefined))
+        )
+        expect(typeof pid[0]?.pid).toBe("number")
+      })
+    )
+  )
+
+  it.live("streams rows with a cursor, and an interrupted stream leaves the session clean", () =>
+    withClient(
+      "stream",
+      ({ sql, admin, app, pool }) =>
+        Effect.gen(function* () {
+          const all = yield* sql`select g from generate_series(1, 1000) g`.stream.pipe(Stream.runCollect)
+          expect(Chunk.size(all)).toBe(1000)
+          const first = yield* sql`select g from generate_series(1, 100000) g`.stream.pipe(
+            Stream.take(5),
+            Stream.runCollect
+          )
+          expect(Chunk.toReadonlyArray(first).map((r: any) => r.g)).toEqual([1, 2, 3, 4, 5])
+          // A stream whose statement is slow on the server, interrupted while it waits for rows.
+          const fiber = yield* sql`select pg_sleep(10), 1 as x`.stream.pipe(Stream.runCollect, Effect.fork)
+          yield* Effect.promise(() =>
+            admin.waitFor(
+              () => admin.backends(app),
+              (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
+            )
+          )
+          yield* Fiber.interrupt(fiber)
+          yield* Effect.promise(() =>
+            admin.waitFor(
+              () => admin.backends(app),
+              (bs) => bs.every((b) => b.state === "idle"),
+              { timeoutMs: 5000 }
+            )
+          )
+          expect(yield* sql`select 1 as ok`).toEqual([{ ok: 1 }])
+          const audit = yield* pool.audit
+          expect(audit.ok).toBe(true)
+        }),
+      { maxConnections: 1 }
+    )
+  )
+
+  it.live("LISTEN holds its own connection for the stream's lifetime; NOTIFY delivers", () =>
+    withClient("listen", ({ sql, admin, app }) =>
+      Effect.gen(function* () {
+        const fiber = yield* sql.listen("warden_channel").pipe(Stream.take(2), Stream.runCollect, Effect.fork)
+        // wait until the LISTEN session is on the server
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.some((b) => b.query.startsWith("LISTEN"))
+          )
+        )
+        yield* sql.notify("warden_channel", "one")
+        yield* sql.notify("warden_channel", "two")
+        const got = yield* Fiber.join(fiber)
+        expect(Chunk.toReadonlyArray(got)).toEqual(["one", "two"])
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => !bs.some((b) => b.query.startsWith("LISTEN"))
+          )
+        )
+      })
+    )
+  )
+})
