@@ -42,7 +42,7 @@ export type ReleaseOutcome = "reused" | "rolledBack" | "cancelled" | "closed" | 
 
 /** A statement submitted by us whose callback has not fired yet. */
 interface InFlight {
-  readonly query: object
+  query: object
   done: boolean
   error: unknown
 }
@@ -224,10 +224,7 @@ export class Session {
    * that cannot be confirmed, the session is terminated. Either way the interruption
    * completes within `cancel + drain + terminate`.
    */
-  run<A>(
-    config: Pg.QueryConfig | Pg.QueryArrayConfig | Pg.Submittable,
-    onResult: (result: any) => A
-  ): Effect.Effect<A, SqlError> {
+  run<A>(config: Pg.QueryConfig | Pg.QueryArrayConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
     return Effect.async<A, SqlError>((resume) => {
       const refusal = this.refusal()
       if (refusal !== undefined) {
@@ -252,12 +249,10 @@ export class Session {
       }
       this.inFlight.push(record)
       try {
-        if ("submit" in config) {
-          ;(config as { callback?: unknown }).callback = callback
-          this.client.query(config as Pg.Submittable)
-        } else {
-          this.client.query(config, callback)
-        }
+        // Our own Query object, so that an interrupted statement can be found in pg's queue.
+        const query = new Pg.Query(config as Pg.QueryConfig, undefined, callback)
+        record.query = query
+        this.client.query(query as unknown as Pg.Submittable)
       } catch (error) {
         // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
         callback(error, undefined)
