@@ -30,7 +30,13 @@ import * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
 import { Pool } from "./internal/pool.js"
-import { type Deadlines, type Session, type SessionConfig, statementError } from "./internal/session.js"
+import {
+  type Deadlines,
+  type Session,
+  type SessionConfig,
+  type StatementConfig,
+  statementError
+} from "./internal/session.js"
 import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
@@ -264,20 +270,26 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
 const rowsOf = (result: any): ReadonlyArray<any> =>
   Array.isArray(result) ? result.map((r: Pg.QueryResult) => r.rows ?? []) : (result.rows ?? [])
 
-/** How each `Connection` method runs one statement on a session. */
-const statements = {
-  execute: (session: Session, sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) =>
-    session.run({ text: sql, values: params as Array<unknown> }, (result) =>
-      transformRows ? transformRows(rowsOf(result)) : rowsOf(result)
-    ),
-  raw: (session: Session, sql: string, params: ReadonlyArray<unknown>) =>
-    session.run({ text: sql, values: params as Array<unknown> }, (result) => result as unknown),
-  values: (session: Session, sql: string, params: ReadonlyArray<unknown>) =>
-    session.run(
-      { text: sql, values: params as Array<unknown>, rowMode: "array" },
-      (result): ReadonlyArray<ReadonlyArray<unknown>> => (result as Pg.QueryArrayResult).rows
-    )
-}
+/** Runs one statement: on a pooled session (`Pool.statement`) or on a held one (`Session.run`). */
+type Runner = <A>(config: StatementConfig, onResult: (result: any) => A) => Effect.Effect<A, SqlError>
+
+const asRows = (transformRows: TransformRows) => (result: any) =>
+  transformRows ? transformRows(rowsOf(result)) : rowsOf(result)
+const asResult = (result: unknown): unknown => result
+const asArrayRows = (result: any): ReadonlyArray<ReadonlyArray<unknown>> => (result as Pg.QueryArrayResult).rows
+
+/** The `Connection` methods of `@effect/sql`, over a runner and a way to open a cursor stream. */
+const makeConnection = (
+  run: Runner,
+  stream: (sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) => Stream.Stream<any, SqlError>
+): Connection => ({
+  execute: (sql, params, transformRows) => run({ text: sql, values: params as Array<unknown> }, asRows(transformRows)),
+  executeRaw: (sql, params) => run({ text: sql, values: params as Array<unknown> }, asResult),
+  executeValues: (sql, params) => run({ text: sql, values: params as Array<unknown>, rowMode: "array" }, asArrayRows),
+  executeUnprepared: (sql, params, transformRows) =>
+    run({ text: sql, values: params as Array<unknown> }, asRows(transformRows)),
+  executeStream: stream
+})
 
 const CURSOR_BATCH = 128
 
@@ -338,33 +350,20 @@ const cursorStream = (
   })
 
 /** A session held for a scope (reserve, transaction). Using it after its scope closed fails. */
-class LeasedConnection implements Connection {
-  active = true
-  constructor(readonly session: Session) {}
+interface LeasedConnection extends Connection {
+  readonly session: Session
+  active: boolean
+}
 
-  private check(): SqlError | undefined {
-    return this.active ? undefined : new SqlError({ message: "Connection used after its scope was closed" })
-  }
+const usedAfterScope = new SqlError({ message: "Connection used after its scope was closed" })
 
-  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    const error = this.check()
-    return error ? Effect.fail(error) : statements.execute(this.session, sql, params, transformRows)
-  }
-  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
-    const error = this.check()
-    return error ? Effect.fail(error) : statements.raw(this.session, sql, params)
-  }
-  executeValues(sql: string, params: ReadonlyArray<unknown>) {
-    const error = this.check()
-    return error ? Effect.fail(error) : statements.values(this.session, sql, params)
-  }
-  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    return this.execute(sql, params, transformRows)
-  }
-  executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    const error = this.check()
-    return error ? Stream.fail(error) : Stream.unwrapScoped(cursorStream(this.session, sql, params, transformRows))
-  }
+const leasedConnection = (session: Session): LeasedConnection => {
+  const run: Runner = (config, onResult) => (lease.active ? session.run(config, onResult) : Effect.fail(usedAfterScope))
+  const connection = makeConnection(run, (sql, params, transformRows) =>
+    lease.active ? Stream.unwrapScoped(cursorStream(session, sql, params, transformRows)) : Stream.fail(usedAfterScope)
+  )
+  const lease: LeasedConnection = Object.assign(connection, { session, active: true })
+  return lease
 }
 
 /**
@@ -390,23 +389,13 @@ export const make = (
       Effect.flatMap(pool.acquire(restore), (session) => pool.release(session))
     )
 
-    /** Runs `f` on a session leased for the duration of one statement. */
-    const withSession = <A>(f: (session: Session) => Effect.Effect<A, SqlError>): Effect.Effect<A, SqlError> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(pool.acquire(restore), (session) => Effect.ensuring(restore(f(session)), pool.release(session)))
-      )
-
-    const pooled: Connection = {
-      execute: (sql, params, transformRows) => withSession((s) => statements.execute(s, sql, params, transformRows)),
-      executeRaw: (sql, params) => withSession((s) => statements.raw(s, sql, params)),
-      executeValues: (sql, params) => withSession((s) => statements.values(s, sql, params)),
-      executeUnprepared: (sql, params, transformRows) =>
-        withSession((s) => statements.execute(s, sql, params, transformRows)),
-      executeStream: (sql, params, transformRows) =>
+    const pooled = makeConnection(
+      (config, onResult) => pool.statement(config, onResult),
+      (sql, params, transformRows) =>
         Stream.unwrapScoped(
           Effect.flatMap(reserveSession, (session) => cursorStream(session, sql, params, transformRows))
         )
-    }
+    )
 
     /** A session for the current scope; released (with the release protocol) when the scope closes. */
     const reserveSession: Effect.Effect<Session, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
@@ -420,7 +409,7 @@ export const make = (
 
     const reserve: Effect.Effect<Connection, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(pool.acquire(restore), (session) => {
-        const connection = new LeasedConnection(session)
+        const connection = leasedConnection(session)
         return Effect.as(
           Effect.addFinalizer(() =>
             Effect.suspend(() => {
@@ -470,7 +459,7 @@ export const make = (
       )
 
     const notify = (channel: string, payload: string): Effect.Effect<void, SqlError> =>
-      withSession((s) => s.run({ text: "SELECT pg_notify($1, $2)", values: [channel, payload] }, () => undefined))
+      pool.statement({ text: "SELECT pg_notify($1, $2)", values: [channel, payload] }, () => undefined)
 
     const poolService: WardenPool.WardenPool = {
       applicationName: resolved.pool.session.applicationName,
@@ -515,7 +504,7 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
           )
         }
         return Effect.flatMap(pool.acquire(restore), (session) => {
-          const connection = new LeasedConnection(session)
+          const connection = leasedConnection(session)
           return restore(session.run({ text: "BEGIN" }, () => undefined)).pipe(
             Effect.zipRight(Effect.exit(inTransaction(connection, 0))),
             Effect.flatMap(

@@ -14,7 +14,14 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import { type PoolSnapshot, sqlError, sqlState } from "../WardenError.js"
-import { type ReleaseOutcome, Session, type SessionConfig } from "./session.js"
+import {
+  type InFlight,
+  type ReleaseOutcome,
+  Session,
+  type SessionConfig,
+  type StatementConfig,
+  statementError
+} from "./session.js"
 
 export interface PoolConfig {
   readonly session: SessionConfig
@@ -43,11 +50,17 @@ export interface PoolCounters {
   retiredExpired: number
 }
 
+/**
+ * A fiber waiting for a session. Served at most once, in FIFO order; `serve` and `fail` are
+ * plain callbacks so that a pooled statement can start on the session in the same tick.
+ */
 interface Waiter {
   state: "waiting" | "served" | "cancelled" | "returned"
   session: Session | undefined
-  resume: ((effect: Effect.Effect<Session, SqlError>) => void) | undefined
-  timer: ReturnType<typeof setTimeout> | undefined
+  failure: SqlError | undefined
+  readonly deadline: number
+  serve: ((session: Session) => void) | undefined
+  fail: ((error: SqlError) => void) | undefined
 }
 
 const emptyCounters = (): PoolCounters => ({
@@ -82,6 +95,7 @@ export class Pool {
   private readonly connectAborts = new Set<() => void>()
   private readonly background = new Set<Promise<unknown>>()
   private maintenance: ReturnType<typeof setInterval> | undefined
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private startupParameters: SessionConfig["startupParameters"]
   closed = false
 
@@ -134,9 +148,9 @@ export class Pool {
   // Acquisition
 
   /**
-   * Takes a session. Must run in an uninterruptible region; only the wait for a session is
-   * made interruptible, through `restore`. The caller owns the session once this succeeds
-   * and must hand it to `release`.
+   * Takes a session for a scope (reserve, transaction). Must run in an uninterruptible
+   * region; only the wait is made interruptible, through `restore`. The caller owns the
+   * session once this succeeds and must hand it to `release`.
    */
   acquire(
     restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
@@ -145,25 +159,52 @@ export class Pool {
       if (this.closed) return Effect.fail(this.closedError())
       const session = this.takeIdle()
       if (session !== undefined) return Effect.succeed(session)
-      const waiter: Waiter = { state: "waiting", session: undefined, resume: undefined, timer: undefined }
-      this.waiters.push(waiter)
-      this.liveWaiters++
-      waiter.timer = setTimeout(() => this.timeOut(waiter), this.config.acquireTimeoutMs)
-      this.grow()
+      const waiter = this.enqueue()
       return restore(
         Effect.async<Session, SqlError>((resume) => {
-          if (waiter.state === "served") {
-            resume(Effect.succeed(waiter.session!))
-            return
-          }
-          waiter.resume = resume
+          if (waiter.state === "served") return resume(Effect.succeed(waiter.session!))
+          if (waiter.failure !== undefined) return resume(Effect.fail(waiter.failure))
+          waiter.serve = (session) => resume(Effect.succeed(session))
+          waiter.fail = (error) => resume(Effect.fail(error))
           return Effect.sync(() => this.abandon(waiter))
         })
       ).pipe(Effect.onInterrupt(() => Effect.sync(() => this.abandon(waiter))))
     })
   }
 
-  private takeIdle(): Session | undefined {
+  /**
+   * One statement on a pooled session, as a single async step: wait for a session, run the
+   * statement, give the session back. Interruption at any point is handled by the statement's
+   * own state: while waiting, the waiter leaves; while running, the statement is cancelled and
+   * the session goes through the release protocol before the interruption completes.
+   */
+  statement<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+    return Effect.async<A, SqlError>((resume) => {
+      const op = new PooledStatement(this, config, onResult, resume)
+      op.start()
+      return Effect.suspend(() => op.interrupt())
+    })
+  }
+
+  /** @internal used by PooledStatement */
+  enqueue(): Waiter {
+    const waiter: Waiter = {
+      state: "waiting",
+      session: undefined,
+      failure: undefined,
+      deadline: Date.now() + this.config.acquireTimeoutMs,
+      serve: undefined,
+      fail: undefined
+    }
+    this.waiters.push(waiter)
+    this.liveWaiters++
+    this.armTimer()
+    this.grow()
+    return waiter
+  }
+
+  /** @internal used by PooledStatement */
+  takeIdle(): Session | undefined {
     const now = Date.now()
     while (this.idle.length > 0) {
       const session = this.idle.pop()!
@@ -179,7 +220,7 @@ export class Pool {
   }
 
   /** A waiter left (interrupted). If it had already been served, the session goes back. */
-  private abandon(waiter: Waiter): void {
+  abandon(waiter: Waiter): void {
     if (waiter.state === "waiting") {
       this.leave(waiter)
       this.counters.waitersInterrupted++
@@ -192,17 +233,42 @@ export class Pool {
     }
   }
 
-  private timeOut(waiter: Waiter): void {
-    if (waiter.state !== "waiting") return
-    this.leave(waiter)
-    this.counters.acquireTimeouts++
-    waiter.resume?.(
-      Effect.fail(
+  /**
+   * Acquire timeouts: all waiters share one timeout, so FIFO order is deadline order and one
+   * timer armed for the oldest waiter is enough.
+   */
+  private armTimer(): void {
+    if (this.timer !== undefined) return
+    for (let i = this.waitersHead; i < this.waiters.length; i++) {
+      const waiter = this.waiters[i]!
+      if (waiter.state !== "waiting") continue
+      this.timer = setTimeout(this.expire, Math.max(0, waiter.deadline - Date.now()))
+      return
+    }
+  }
+
+  private readonly expire = (): void => {
+    this.timer = undefined
+    const now = Date.now()
+    for (let i = this.waitersHead; i < this.waiters.length; i++) {
+      const waiter = this.waiters[i]!
+      if (waiter.state !== "waiting") continue
+      if (waiter.deadline > now) break
+      this.leave(waiter)
+      this.counters.acquireTimeouts++
+      this.failWaiter(
+        waiter,
         sqlError("AcquireTimeout", `no connection became available within ${this.config.acquireTimeoutMs} ms`, {
           snapshot: this.snapshot()
         })
       )
-    )
+    }
+    this.armTimer()
+  }
+
+  private failWaiter(waiter: Waiter, error: SqlError): void {
+    waiter.failure = error
+    waiter.fail?.(error)
   }
 
   private nextWaiter(): Waiter | undefined {
@@ -212,7 +278,6 @@ export class Pool {
       this.waitersHead++
       if (waiter.state === "waiting") {
         this.liveWaiters--
-        clearTimeout(waiter.timer)
         this.compactWaiters()
         return waiter
       }
@@ -225,7 +290,6 @@ export class Pool {
   private leave(waiter: Waiter): void {
     waiter.state = "cancelled"
     this.liveWaiters--
-    clearTimeout(waiter.timer)
     this.compactWaiters()
   }
 
@@ -243,6 +307,7 @@ export class Pool {
   private checkIn(session: Session): void {
     if (this.closed || session.lost !== undefined) {
       this.retire(session, "closing")
+      this.grow()
       return
     }
     const waiter = this.nextWaiter()
@@ -251,7 +316,7 @@ export class Pool {
       waiter.session = session
       this.leased.add(session)
       this.counters.acquired++
-      waiter.resume?.(Effect.succeed(session))
+      waiter.serve?.(session)
       return
     }
     session.idleSince = Date.now()
@@ -284,7 +349,7 @@ export class Pool {
         const waiter = this.nextWaiter()
         if (waiter !== undefined) {
           waiter.state = "cancelled"
-          waiter.resume?.(Effect.fail(connectError(error, this.config.session.connectTimeoutMs)))
+          this.failWaiter(waiter, connectError(error, this.config.session.connectTimeoutMs))
         }
         return
       }
@@ -320,27 +385,38 @@ export class Pool {
    * uninterruptibly (it is a finalizer).
    */
   release(session: Session): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      if (!this.leased.delete(session)) return Effect.void // already taken back by shutdown
-      if (!this.closed && session.clean && session.expiresAt > Date.now()) {
-        if (session.cancelledDuringLease) {
-          session.cancelledDuringLease = false
-          this.counters.cancelled++
-        } else {
-          this.counters.reused++
-        }
-        this.checkIn(session)
-        return Effect.void
-      }
-      return Effect.promise(() => this.runRelease(session))
-    })
+    return Effect.suspend(() =>
+      this.releaseClean(session) ? Effect.void : Effect.promise(() => this.releaseDirty(session))
+    )
+  }
+
+  /** The fast path: a verifiably clean session goes straight back to the next waiter or the free list. */
+  releaseClean(session: Session): boolean {
+    if (this.closed || !session.clean || session.revoked !== undefined || session.expiresAt <= Date.now()) return false
+    if (!this.leased.delete(session)) return false
+    if (session.cancelledDuringLease) {
+      session.cancelledDuringLease = false
+      this.counters.cancelled++
+    } else {
+      this.counters.reused++
+    }
+    this.checkIn(session)
+    return true
+  }
+
+  /** The release protocol, tracked so that shutdown waits for it. */
+  releaseDirty(session: Session): Promise<void> {
+    if (!this.leased.delete(session)) return Promise.resolve() // already taken back by shutdown
+    return this.track(this.runRelease(session))
   }
 
   private async runRelease(session: Session): Promise<void> {
     this.releasing.add(session)
     let outcome: ReleaseOutcome
     try {
-      outcome = await session.release(() => !this.closed && session.expiresAt > Date.now())
+      outcome = await session.release(
+        () => !this.closed && session.revoked === undefined && session.expiresAt > Date.now()
+      )
     } finally {
       this.releasing.delete(session)
     }
@@ -373,9 +449,10 @@ export class Pool {
     this.track(session.clean ? session.close() : session.terminate())
   }
 
-  private track(work: Promise<unknown>): void {
+  private track<A>(work: Promise<A>): Promise<A> {
     this.background.add(work)
     work.finally(() => this.background.delete(work))
+    return work
   }
 
   /** Periodic: retire expired and long-idle sessions, keep `minConnections` open. */
@@ -446,9 +523,10 @@ export class Pool {
     if (this.closed) return
     this.closed = true
     clearInterval(this.maintenance)
+    clearTimeout(this.timer)
     for (let waiter = this.nextWaiter(); waiter !== undefined; waiter = this.nextWaiter()) {
       waiter.state = "cancelled"
-      waiter.resume?.(Effect.fail(this.closedError()))
+      this.failWaiter(waiter, this.closedError())
     }
     for (const abort of [...this.connectAborts]) abort()
     for (const session of this.dedicated) this.track(session.terminate())
@@ -456,14 +534,13 @@ export class Pool {
     const idle = this.idle.splice(0)
     for (const session of idle) this.track(session.close())
     for (const session of [...this.leased]) {
-      this.leased.delete(session)
       session.revoked = "PoolClosed: the pool was closed while this connection was in use"
-      this.track(this.runRelease(session))
+      this.releaseDirty(session)
     }
     while (this.background.size > 0) await Promise.all([...this.background])
   }
 
-  private closedError(): SqlError {
+  closedError(): SqlError {
     return sqlError("PoolClosed", "the pool is closed", { snapshot: this.snapshot() })
   }
 }
@@ -474,4 +551,98 @@ const connectError = (error: unknown, timeoutMs: number): SqlError => {
     return sqlError("ConnectTimeout", `could not connect within ${timeoutMs} ms: ${message}`, { cause: error })
   }
   return sqlError("ConnectFailed", `could not connect: ${message}`, { cause: error })
+}
+
+/**
+ * The state of one pooled statement: waiting → running → (releasing →) done. Interruption
+ * looks at the state: a waiter leaves the queue; a running statement is cancelled and its
+ * session released through the protocol, and the interruption completes after that.
+ */
+class PooledStatement<A> {
+  private state: "waiting" | "running" | "releasing" | "done" = "waiting"
+  private waiter: Waiter | undefined = undefined
+  private session: Session | undefined = undefined
+  private record: InFlight | undefined = undefined
+  private cleanup: Promise<void> | undefined = undefined
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly config: StatementConfig,
+    private readonly onResult: (result: any) => A,
+    private readonly resume: (effect: Effect.Effect<A, SqlError>) => void
+  ) {}
+
+  start(): void {
+    const pool = this.pool
+    if (pool.closed) {
+      this.state = "done"
+      this.resume(Effect.fail(pool.closedError()))
+      return
+    }
+    const session = pool.takeIdle()
+    if (session !== undefined) {
+      this.run(session)
+      return
+    }
+    const waiter = pool.enqueue()
+    this.waiter = waiter
+    waiter.serve = (session) => this.run(session)
+    waiter.fail = (error) => {
+      this.state = "done"
+      this.resume(Effect.fail(error))
+    }
+    if (waiter.state === "served") this.run(waiter.session!)
+    else if (waiter.failure !== undefined) waiter.fail(waiter.failure)
+  }
+
+  private run(session: Session): void {
+    this.state = "running"
+    this.session = session
+    this.record = session.submit(this.config, this.onDone)
+  }
+
+  private readonly onDone = (error: unknown, result: unknown): void => {
+    if (this.state !== "running") return // interrupted: the canceller owns the session now
+    let outcome: Effect.Effect<A, SqlError>
+    if (error) {
+      outcome = Effect.fail(statementError(error))
+    } else {
+      try {
+        outcome = Effect.succeed(this.onResult(result))
+      } catch (cause) {
+        outcome = Effect.fail(statementError(cause, "Failed to read result"))
+      }
+    }
+    const session = this.session!
+    if (this.pool.releaseClean(session)) {
+      this.state = "done"
+      this.resume(outcome)
+      return
+    }
+    this.state = "releasing"
+    this.cleanup = this.pool.releaseDirty(session).then(() => {
+      this.state = "done"
+      this.resume(outcome)
+    })
+  }
+
+  interrupt(): Effect.Effect<void> {
+    switch (this.state) {
+      case "waiting":
+        this.state = "done"
+        this.pool.abandon(this.waiter!)
+        return Effect.void
+      case "running": {
+        this.state = "releasing"
+        const session = this.session!
+        const record = this.record!
+        this.cleanup = session.interrupt(record).then(() => this.pool.releaseDirty(session))
+        return Effect.promise(() => this.cleanup!)
+      }
+      case "releasing":
+        return Effect.promise(() => this.cleanup!)
+      case "done":
+        return Effect.void
+    }
+  }
 }

@@ -40,8 +40,11 @@ export interface SessionConfig {
  */
 export type ReleaseOutcome = "reused" | "rolledBack" | "cancelled" | "closed" | "terminated"
 
+/** What a statement needs: text, parameters, and optionally array rows. */
+export type StatementConfig = Pg.QueryConfig | Pg.QueryArrayConfig
+
 /** A statement submitted by us whose callback has not fired yet. */
-interface InFlight {
+export interface InFlight {
   query: object
   done: boolean
   error: unknown
@@ -164,11 +167,10 @@ export class Session {
     return this.internals.getTransactionStatus()
   }
 
-  /** Clean: may be handed to another borrower as it is. */
+  /** Clean on the server and on the wire: no statement, no transaction, no unconfirmed cancel, no error. */
   get clean(): boolean {
     return (
       this.lost === undefined &&
-      this.revoked === undefined &&
       !this.cancelUnconfirmed &&
       this.settled &&
       this.internals.getTransactionStatus() === "I"
@@ -219,46 +221,58 @@ export class Session {
   }
 
   /**
-   * Runs one statement. Interrupting the returned effect cancels the statement on the
-   * server (protocol CancelRequest) and waits for it to settle within the deadlines; when
-   * that cannot be confirmed, the session is terminated. Either way the interruption
-   * completes within `cancel + drain + terminate`.
+   * Submits one statement; `callback` fires once with its outcome. Returns the record that
+   * `interrupt` takes. A refused or unserializable statement fails through the callback.
    */
-  run<A>(config: Pg.QueryConfig | Pg.QueryArrayConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+  submit(config: StatementConfig, callback: (error: unknown, result: unknown) => void): InFlight {
+    const record: InFlight = { query: config, done: false, error: undefined }
+    const refusal = this.refusal()
+    if (refusal !== undefined) {
+      record.done = true
+      record.error = refusal
+      callback(refusal, undefined)
+      return record
+    }
+    const onDone = (error: unknown, result: unknown) => {
+      if (record.done) return
+      record.done = true
+      record.error = error
+      this.forget(record)
+      callback(error, result)
+    }
+    this.inFlight.push(record)
+    try {
+      // Our own Query object, so that an interrupted statement can be found in pg's queue.
+      const query = new Pg.Query(config as Pg.QueryConfig, undefined, onDone)
+      record.query = query
+      this.client.query(query as unknown as Pg.Submittable)
+    } catch (error) {
+      // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
+      onDone(error, undefined)
+    }
+    return record
+  }
+
+  /**
+   * Runs one statement on a session the caller holds. Interrupting the returned effect
+   * cancels the statement on the server (protocol CancelRequest) and waits for it to settle
+   * within the deadlines; when that cannot be confirmed, the session is terminated. Either
+   * way the interruption completes within `cancel + drain + terminate`.
+   */
+  run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
     return Effect.async<A, SqlError>((resume) => {
-      const refusal = this.refusal()
-      if (refusal !== undefined) {
-        resume(Effect.fail(refusal))
-        return
-      }
-      const record: InFlight = { query: config, done: false, error: undefined }
-      const callback = (error: unknown, result: unknown) => {
-        if (record.done) return
-        record.done = true
-        record.error = error
-        this.forget(record)
+      const record = this.submit(config, (error, result) => {
         if (error) {
-          resume(Effect.fail(statementError(error)))
-        } else {
-          try {
-            resume(Effect.succeed(onResult(result)))
-          } catch (cause) {
-            resume(Effect.fail(statementError(cause, "Failed to read result")))
-          }
+          resume(Effect.fail(error instanceof SqlError ? error : statementError(error)))
+          return
         }
-      }
-      this.inFlight.push(record)
-      try {
-        // Our own Query object, so that an interrupted statement can be found in pg's queue.
-        const query = new Pg.Query(config as Pg.QueryConfig, undefined, callback)
-        record.query = query
-        this.client.query(query as unknown as Pg.Submittable)
-      } catch (error) {
-        // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
-        callback(error, undefined)
-        return
-      }
-      return Effect.promise(() => this.interruptStatement(record))
+        try {
+          resume(Effect.succeed(onResult(result)))
+        } catch (cause) {
+          resume(Effect.fail(statementError(cause, "Failed to read result")))
+        }
+      })
+      return record.done ? undefined : Effect.promise(() => this.interrupt(record))
     })
   }
 
@@ -295,7 +309,7 @@ export class Session {
    * Interruption of one statement: drop it if pg has not sent it yet, otherwise cancel it
    * on the server. Never throws; always finishes within the cleanup deadlines.
    */
-  private async interruptStatement(record: InFlight): Promise<void> {
+  async interrupt(record: InFlight): Promise<void> {
     if (record.done) return
     const queue = this.internals._queryQueue
     const queued = queue.indexOf(record.query)
