@@ -60,6 +60,21 @@ describe("WardenClient as SqlClient/PgClient", () => {
     )
   )
 
+  it.live("sends the server safety settings at startup, and none with serverSafety: false", () =>
+    Effect.gen(function* () {
+      const show = (sql: PgClient.PgClient) =>
+        sql<{
+          a: string
+          b: string
+          c: string
+        }>`select current_setting('idle_in_transaction_session_timeout') as a, current_setting('client_connection_check_interval') as b, current_setting('tcp_keepalives_idle') as c`
+      const on = yield* withClient("safety", ({ sql }) => show(sql))
+      expect(on).toEqual([{ a: "1min", b: "1s", c: "30" }])
+      const off = yield* withClient("nosafety", ({ sql }) => show(sql), { serverSafety: false })
+      expect(off[0]!.b).toBe("0")
+    })
+  )
+
   it.live("applies transformResultNames and transformQueryNames like @effect/sql-pg", () =>
     withClient(
       "transform",

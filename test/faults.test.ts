@@ -343,6 +343,39 @@ describe("faults", () => {
   })
 
   it.live(
+    "network blackhole during a statement with a long terminateTimeout: still within cleanupBound",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* resetProxy
+          const app = uniqueAppName("blackhole-bound")
+          // cleanupBound = 300 + 300 + 100 + 3000 = 3700 ms; the margin stays 1.5 s.
+          const config = configFor(proxy.rewrite(databaseUrl), app, {
+            maxConnections: 1,
+            rollbackTimeout: 100,
+            terminateTimeout: 3_000
+          })
+          const { close, sql } = yield* open(config)
+          const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
+          yield* runningSleep(admin, app)
+
+          proxy.setMode("blackhole")
+          const [elapsed] = yield* Effect.timed(Fiber.interrupt(fiber))
+          expect(
+            Duration.toMillis(elapsed),
+            `interruption took ${Math.round(Duration.toMillis(elapsed))} ms; cleanupBound is ${Duration.toMillis(WardenClient.cleanupBound(config))} ms`
+          ).toBeLessThan(boundMs(config))
+
+          proxy.setMode("pass")
+          yield* promise(() => admin.waitForNoBackends(app, 10_000))
+          yield* close
+          yield* promise(() => admin.waitForNoBackends(app, 5_000))
+        })
+      ),
+    30_000
+  )
+
+  it.live(
     "proxy reset while a statement runs: typed SqlError, the next statement works, no leak",
     () =>
       Effect.scoped(
@@ -517,6 +550,54 @@ describe("faults", () => {
           const [joining, exits] = yield* Effect.timed(Effect.forEach(fibers, Fiber.join))
           expect(Duration.toMillis(joining)).toBeLessThan(boundMs(config))
           for (const exit of exits) expectSqlError(exit)
+        })
+      ),
+    30_000
+  )
+
+  it.live(
+    "Layer shutdown under a network blackhole (statement running, transaction open): bounded, nothing left",
+    () =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          yield* resetProxy
+          const app = uniqueAppName("shutdown-blackhole")
+          const table = `warden_faults_${app.slice(-12)}`
+          yield* Effect.acquireRelease(
+            promise(() => admin.query(`create table ${table} (id int primary key)`)),
+            () => promise(() => admin.query(`drop table if exists ${table}`))
+          )
+          const config = configFor(proxy.rewrite(databaseUrl), app, { maxConnections: 2 })
+          const { sql, close } = yield* open(config)
+          const inserted = yield* Deferred.make<void>()
+          const inTx = yield* Effect.fork(
+            Effect.exit(
+              sql.withTransaction(
+                sql`insert into ${sql(table)} (id) values (1)`.pipe(
+                  Effect.zipRight(Deferred.succeed(inserted, undefined)),
+                  Effect.zipRight(Effect.never)
+                )
+              )
+            )
+          )
+          yield* Deferred.await(inserted)
+          const sleeping = yield* Effect.fork(Effect.exit(sql`select pg_sleep(10)`))
+          yield* runningSleep(admin, app)
+
+          proxy.setMode("blackhole")
+          const [elapsed] = yield* Effect.timed(close)
+          expect(Duration.toMillis(elapsed)).toBeLessThan(boundMs(config))
+          expectSqlError(yield* Fiber.join(sleeping))
+
+          proxy.setMode("pass")
+          yield* promise(() => admin.waitForNoBackends(app, 10_000))
+          const rows = yield* promise(() => admin.query<{ n: number }>(`select count(*)::int as n from ${table}`))
+          expect(rows[0]!.n).toBe(0)
+          // the fiber that outlived the Layer never commits
+          yield* Fiber.interrupt(inTx)
+          expect(
+            (yield* promise(() => admin.query<{ n: number }>(`select count(*)::int as n from ${table}`)))[0]!.n
+          ).toBe(0)
         })
       ),
     30_000

@@ -298,6 +298,7 @@ describe("pool", () => {
           const after = yield* pool.stats
           expect(after.total).toBeLessThanOrEqual(max)
           expect(after.inUse).toBe(0)
+          expect(after.waiting).toBe(0)
           yield* eventually(pool.audit, (r) => r.ok, "audit ok after the storm")
           yield* close
           yield* noBackends(app)
@@ -343,6 +344,17 @@ describe("pool", () => {
           expect(stats.total).toBe(2)
           yield* Effect.sleep(Duration.millis(700))
           expect(yield* promise(() => admin.count(app))).toBe(2)
+
+          // a minimum connection killed by the server is replaced
+          const [victim] = yield* serverBackends(app)
+          expect(yield* promise(() => admin.terminate(victim!.pid))).toBe(true)
+          yield* promise(() =>
+            admin.waitFor(
+              () => admin.backends(app),
+              (bs) => bs.length === 2 && bs.every((b) => b.pid !== victim!.pid),
+              { message: "killed minimum connection replaced" }
+            )
+          )
           yield* close
           yield* noBackends(app)
         })

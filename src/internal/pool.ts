@@ -254,14 +254,15 @@ export class Pool {
       const waiter = this.waiters[i]!
       if (waiter.state !== "waiting") continue
       if (waiter.deadline > now) break
+      // The snapshot is taken while the waiter still counts, so the message shows it waiting.
+      const error = sqlError(
+        "AcquireTimeout",
+        `no connection became available within ${this.config.acquireTimeoutMs} ms`,
+        { snapshot: this.snapshot() }
+      )
       this.leave(waiter)
       this.counters.acquireTimeouts++
-      this.failWaiter(
-        waiter,
-        sqlError("AcquireTimeout", `no connection became available within ${this.config.acquireTimeoutMs} ms`, {
-          snapshot: this.snapshot()
-        })
-      )
+      this.failWaiter(waiter, error)
     }
     this.armTimer()
   }

@@ -100,6 +100,8 @@ export class Session {
   private readonly inFlight: Array<InFlight> = []
   private settleWaiters: Array<() => void> = []
   private releasing: Promise<ReleaseOutcome> | undefined = undefined
+  /** Set once the session is being closed or terminated: both happen at most once. */
+  private ending: Promise<void> | undefined = undefined
 
   private constructor(client: Pg.Client, config: SessionConfig) {
     this.client = client
@@ -370,8 +372,15 @@ export class Session {
    * session parameters set at startup (TCP keepalive, client_connection_check_interval,
    * idle_in_transaction_session_timeout) make the server reap it.
    */
-  async terminate(): Promise<void> {
-    const mayStillRun = !this.settled || this.unresponsive || this.lost !== undefined
+  terminate(): Promise<void> {
+    this.ending ??= this.forceEnd()
+    return this.ending
+  }
+
+  private async forceEnd(): Promise<void> {
+    // The backend may still be busy, or may not hear about the socket, when a statement was in
+    // flight or a deadline expired; an idle backend ends by itself when its socket closes.
+    const mayStillRun = !this.settled || this.unresponsive
     this.revoked ??= "Connection terminated by pg-warden"
     this.markLost(new Error("Connection terminated by pg-warden"))
     destroyClient(this.client)
@@ -381,7 +390,12 @@ export class Session {
   }
 
   /** Graceful close of a clean session: Terminate message, then wait for the socket to end. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
+    this.ending ??= this.gracefulEnd()
+    return this.ending
+  }
+
+  private async gracefulEnd(): Promise<void> {
     this.revoked ??= "Connection closed"
     if (this.lost !== undefined) {
       destroyClient(this.client)
@@ -401,6 +415,7 @@ export class Session {
 
   /** ROLLBACK within the rollback deadline; true when the session is verified idle afterwards. */
   private async rollback(): Promise<boolean> {
+    const deadline = Date.now() + this.config.deadlines.rollback
     const outcome = await new Promise<boolean>((resolve) => {
       const record = this.track({ rollback: true })
       const timer = setTimeout(() => {
@@ -419,7 +434,8 @@ export class Session {
         resolve(false)
       }
     })
-    return outcome && (await this.whenSettled(this.config.deadlines.rollback)) && this.clean
+    // One deadline for the whole step: what is left of it for ReadyForQuery, if still pending.
+    return outcome && (await this.whenSettled(Math.max(0, deadline - Date.now()))) && this.clean
   }
 
   /**
