@@ -1,0 +1,108 @@
+/**
+ * Contract points that need a constructed situation rather than load:
+ * - C4: a statement that completes while its cancel is on its way leaves the cancel
+ *   unconfirmed; that session must never serve another statement (the server shows a new PID);
+ * - C7: the audit reports a backend with the pool's application_name that the pool does not hold.
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import { describe, expect, inject, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Redacted from "effect/Redacted"
+import pg from "pg"
+import { WardenClient, WardenPool } from "../src/index.js"
+import { Admin, uniqueAppName } from "./support/admin.js"
+import "./support/context.js"
+import { startProxy } from "./support/proxy.js"
+
+const url = inject("databaseUrl")
+const target = (() => {
+  const parsed = new URL(url)
+  return { host: parsed.hostname || "127.0.0.1", port: Number(parsed.port || 5432) }
+})()
+
+describe("contract", () => {
+  it.live("C4: a cancel that may land late is never handed to the next borrower", () =>
+    Effect.gen(function* () {
+      const app = uniqueAppName("c4")
+      const proxy = yield* Effect.acquireRelease(
+        Effect.promise(() => startProxy(target)),
+        (p) => Effect.promise(() => p.close())
+      )
+      const admin = yield* Effect.acquireRelease(
+        Effect.promise(() => Admin.connect(url)),
+        (a) => Effect.promise(() => a.close())
+      )
+      const layer = WardenClient.layer({
+        url: Redacted.make(proxy.rewrite(url)),
+        applicationName: app,
+        maxConnections: 1,
+        cancelTimeout: 3000,
+        drainTimeout: 3000
+      })
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const pool = yield* WardenPool.WardenPool
+        const [{ pid: before }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+        // Every byte now takes 400 ms through the proxy, the CancelRequest included: the statement
+        // (200 ms on the server) finishes before the cancel reaches the server.
+        proxy.setMode("delay", { delayMs: 400 })
+        const fiber = yield* Effect.fork(sql`select pg_sleep(0.2)`)
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep")),
+            { intervalMs: 5 }
+          )
+        )
+        yield* Fiber.interrupt(fiber)
+        proxy.setMode("pass")
+        const [{ pid: after }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+        expect(after).not.toBe(before)
+        const stats = yield* pool.stats
+        expect(stats.counters.terminated).toBeGreaterThanOrEqual(1)
+        // the old backend is gone from the server
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.every((b) => b.pid !== before)
+          )
+        )
+      }).pipe(Effect.provide(layer))
+      yield* Effect.promise(() => admin.waitForNoBackends(app))
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("C7: the audit reports a backend under the pool's name that the pool does not hold", () =>
+    Effect.gen(function* () {
+      const app = uniqueAppName("c7")
+      const admin = yield* Effect.acquireRelease(
+        Effect.promise(() => Admin.connect(url)),
+        (a) => Effect.promise(() => a.close())
+      )
+      yield* Effect.gen(function* () {
+        const pool = yield* WardenPool.WardenPool
+        const clean = yield* pool.audit
+        expect(clean.ok).toBe(true)
+        expect(clean.server.map((b) => b.pid).sort()).toEqual([...clean.pool.idle, ...clean.pool.leased].sort())
+        // A stranger using the pool's application_name: exactly what a leak looks like to the server.
+        const stranger = new pg.Client({ connectionString: url, application_name: app })
+        stranger.on("error", () => {})
+        yield* Effect.promise(() => stranger.connect())
+        const pid = (stranger as unknown as { processID: number }).processID
+        const leaked = yield* pool.audit
+        expect(leaked.ok).toBe(false)
+        expect(leaked.unknownToPool.map((b) => b.pid)).toEqual([pid])
+        yield* Effect.promise(() => stranger.end())
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.every((b) => b.pid !== pid)
+          )
+        )
+        expect((yield* pool.audit).ok).toBe(true)
+      }).pipe(Effect.provide(WardenClient.layer({ url: Redacted.make(url), applicationName: app })))
+      yield* Effect.promise(() => admin.waitForNoBackends(app))
+    }).pipe(Effect.scoped)
+  )
+})
