@@ -22,6 +22,6 @@ const warden: Contender = {
 
 describe("conformance: pg-warden", () => {
   for (const testCase of cases) {
-    it.live(testName(testCase), () => runCase(testCase, warden, url), 40_000)
+    it.live(testName(testCase), () => runCase(testCase, warden, url), 60_000)
   }
 })

@@ -104,7 +104,7 @@ const within =
 
 const randomInt = (maxInclusive: number) => Math.floor(Math.random() * (maxInclusive + 1))
 
-const inTransaction = (b: Backend) => b.state !== null && b.state.startsWith("idle in transaction")
+const inTransaction = (b: Backend) => b.state?.startsWith("idle in transaction") === true
 const running = (fragment: string) => (b: Backend) => b.state === "active" && b.query.includes(fragment)
 const describeBackends = (backends: ReadonlyArray<Backend>) =>
   JSON.stringify(backends.map((b) => ({ pid: b.pid, state: b.state, query: b.query.slice(0, 60) })))
@@ -119,11 +119,11 @@ const waitForBackends = (
   message: string
 ) =>
   io(() =>
-    ctx.admin.waitFor(
-      () => ctx.admin.backends(ctx.app),
-      predicate,
-      { timeoutMs: Math.max(1, timeoutMs), intervalMs: 20, message }
-    )
+    ctx.admin.waitFor(() => ctx.admin.backends(ctx.app), predicate, {
+      timeoutMs: Math.max(1, timeoutMs),
+      intervalMs: 20,
+      message
+    })
   )
 
 const waitRunning = (ctx: CaseContext, fragment: string, count = 1, timeoutMs = 5_000) =>
@@ -135,7 +135,12 @@ const waitRunning = (ctx: CaseContext, fragment: string, count = 1, timeoutMs = 
   )
 
 const waitNotRunning = (ctx: CaseContext, fragment: string, timeoutMs: number, what: string) =>
-  waitForBackends(ctx, (bs) => !bs.some(running(fragment)), timeoutMs, `${what}: ${fragment} still running on the server`)
+  waitForBackends(
+    ctx,
+    (bs) => !bs.some(running(fragment)),
+    timeoutMs,
+    `${what}: ${fragment} still running on the server`
+  )
 
 const waitNoneInTransaction = (ctx: CaseContext, timeoutMs: number, what: string) =>
   waitForBackends(ctx, (bs) => !bs.some(inTransaction), timeoutMs, `${what}: a backend is still idle in transaction`)
@@ -163,8 +168,27 @@ const interruptWithin = <A, E>(fiber: Fiber.Fiber<A, E>, ms: number, what: strin
 const successOrInterrupted = <A, E>(exit: Exit.Exit<A, E>) =>
   Exit.isSuccess(exit) || (Cause.isInterruptedOnly(exit.cause) && !Cause.isEmpty(exit.cause))
 
-const describeExit = <A, E>(exit: Exit.Exit<A, E>) =>
-  Exit.isSuccess(exit) ? "success" : Cause.pretty(exit.cause).split("\n").slice(0, 3).join(" | ")
+/** `_tag: message (cause: SQLSTATE message)` of an error, as far as it has them. */
+const describeError = (error: unknown): string => {
+  if (typeof error !== "object" || error === null) return String(error)
+  const e = error as { _tag?: unknown; message?: unknown; cause?: unknown; code?: unknown }
+  const head = `${typeof e._tag === "string" ? `${e._tag}: ` : ""}${String(e.message ?? "")}`
+  const cause = e.cause as { code?: unknown; message?: unknown } | undefined
+  const inner =
+    typeof cause === "object" && cause !== null
+      ? ` (cause: ${typeof cause.code === "string" ? `${cause.code} ` : ""}${String(cause.message ?? "")})`
+      : ""
+  return head + inner
+}
+
+const describeExit = <A, E>(exit: Exit.Exit<A, E>): string => {
+  if (Exit.isSuccess(exit)) return "success"
+  const failure = Cause.failureOption(exit.cause)
+  if (Option.isSome(failure)) return `failure ${describeError(failure.value)}`
+  const defect = Cause.dieOption(exit.cause)
+  if (Option.isSome(defect)) return `defect ${describeError(defect.value)}`
+  return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : Cause.pretty(exit.cause).split("\n")[0]!
+}
 
 /**
  * Builds the contender's layer in its own scope, runs `use` with its `SqlClient`, closes the scope, then
@@ -201,20 +225,27 @@ const asyncpgReproduction: Case = {
   run: (ctx) =>
     withContender(ctx, { maxConnections: 1 }, (sql) =>
       Effect.gen(function* () {
-        // Background sampler of the server's view. `watching` is true only while no transaction may be open:
-        // a sample counts as dirty only if it was *issued* while watching.
-        const seen = { max: 0, dirty: [] as Array<string>, watching: false }
+        // Background sampler of the server's view. `watching` is true only while no transaction may be open
+        // (from the end of an interruption to the next fork); `window` counts the changes. A sample counts as
+        // dirty only if the whole round trip fell inside one watching window (the server took its snapshot then).
+        const seen = { max: 0, dirty: [] as Array<string>, watching: false, window: 0 }
+        const setWatching = (watching: boolean) =>
+          Effect.sync(() => {
+            seen.watching = watching
+            seen.window++
+          })
         const sampler = yield* Effect.fork(
           Effect.suspend(() => {
             const watching = seen.watching
+            const window = seen.window
             return Effect.map(backends(ctx), (bs) => {
               seen.max = Math.max(seen.max, bs.length)
-              if (watching && bs.some(inTransaction)) seen.dirty.push(describeBackends(bs))
+              if (watching && window === seen.window && bs.some(inTransaction)) seen.dirty.push(describeBackends(bs))
             })
           }).pipe(Effect.repeat(Schedule.spaced(Duration.millis(10))))
         )
         for (let i = 1; i <= 5; i++) {
-          seen.watching = false
+          yield* setWatching(false)
           const firstDone = yield* Deferred.make<number>()
           const forkedAt = yield* now
           const fiber = yield* Effect.fork(
@@ -233,10 +264,9 @@ const asyncpgReproduction: Case = {
             `iteration ${i}: the first statement took ${Math.round(firstAt - forkedAt)} ms to complete (limit 1000 ms)`
           )
           yield* waitRunning(ctx, "pg_sleep(10)")
-          yield* Effect.sleep(Duration.millis(1_000 - 250)) // "interrupted after ~1 s"
           const { elapsed } = yield* interruptWithin(fiber, 3_000, `iteration ${i}`)
           yield* check(elapsed < 3_000, `iteration ${i}: interruption took ${Math.round(elapsed)} ms`)
-          seen.watching = true
+          yield* setWatching(true)
           const after = yield* backends(ctx)
           yield* check(
             !after.some(inTransaction),
@@ -357,7 +387,9 @@ const interruptedWaiter: Case = {
             yield* Deferred.succeed(release, undefined)
           } else {
             // Race the hand-off: release and interruption at random times within 0–10 ms of each other.
-            yield* Effect.fork(Effect.zipRight(Effect.sleep(Duration.millis(randomInt(10))), Deferred.succeed(release, undefined)))
+            yield* Effect.fork(
+              Effect.zipRight(Effect.sleep(Duration.millis(randomInt(10))), Deferred.succeed(release, undefined))
+            )
             yield* Effect.sleep(Duration.millis(randomInt(10)))
             yield* Fiber.interruptFork(waiter)
           }
@@ -387,10 +419,9 @@ const betweenStatements: Case = {
           const inserted = yield* Deferred.make<void>()
           const fiber = yield* Effect.fork(
             sql.withTransaction(
-              sql.unsafe(`INSERT INTO ${ctx.schema}.t VALUES (1)`).pipe(
-                Effect.zipRight(Deferred.succeed(inserted, undefined)),
-                Effect.zipRight(Effect.never)
-              )
+              sql
+                .unsafe(`INSERT INTO ${ctx.schema}.t VALUES (1)`)
+                .pipe(Effect.zipRight(Deferred.succeed(inserted, undefined)), Effect.zipRight(Effect.never))
             )
           )
           yield* Deferred.await(inserted).pipe(within(5_000, "insert"))
@@ -464,11 +495,11 @@ const shutdownWithDaemon: Case = {
       const scope = yield* Scope.make()
       const gate = yield* Deferred.make<void>()
       const firstInserted = yield* Deferred.make<void>()
-      const daemon = yield* Effect.gen(function* () {
+      yield* Effect.gen(function* () {
         const env = yield* Layer.buildWithScope(ctx.layer({ maxConnections: 2 }), scope)
         const sql = Context.get(env, SqlClient.SqlClient)
         const insert = (id: number) => sql.unsafe(`INSERT INTO ${ctx.schema}.t VALUES (${id})`)
-        return yield* Effect.forkDaemon(
+        const daemon = yield* Effect.forkDaemon(
           sql.withTransaction(
             insert(1).pipe(
               Effect.zipRight(Deferred.succeed(firstInserted, undefined)),
@@ -477,107 +508,116 @@ const shutdownWithDaemon: Case = {
             )
           )
         )
-      })
-      yield* Effect.gen(function* () {
-        yield* Deferred.await(firstInserted).pipe(within(5_000, "first insert"))
-        yield* Scope.close(scope, Exit.void).pipe(within(5_000, "closing the layer's scope"))
-        yield* Deferred.succeed(gate, undefined)
-        const exit = yield* Fiber.await(daemon).pipe(within(5_000, "the daemon fiber ending after the gate opened"))
-        yield* check(
-          Exit.isFailure(exit),
-          "the daemon's transaction succeeded (committed) after the layer's scope had closed"
-        )
-        yield* noBackendsLeft(ctx)
-        const rows = yield* count(ctx, "t")
-        yield* check(rows === 0, `the daemon's transaction committed after the layer closed: ${rows} rows`)
-      }).pipe(
-        Effect.ensuring(
-          Effect.all([Deferred.succeed(gate, undefined), Scope.close(scope, Exit.void), Fiber.interruptFork(daemon)])
-        )
-      )
+        yield* Effect.gen(function* () {
+          yield* Deferred.await(firstInserted).pipe(within(5_000, "first insert"))
+          yield* Scope.close(scope, Exit.void).pipe(within(5_000, "closing the layer's scope"))
+          yield* Deferred.succeed(gate, undefined)
+          const exit = yield* Fiber.await(daemon).pipe(within(5_000, "the daemon fiber ending after the gate opened"))
+          yield* check(
+            Exit.isFailure(exit),
+            "the daemon's transaction succeeded (committed) after the layer's scope had closed"
+          )
+          yield* noBackendsLeft(ctx)
+          const rows = yield* count(ctx, "t")
+          yield* check(rows === 0, `the daemon's transaction committed after the layer closed: ${rows} rows`)
+        }).pipe(Effect.ensuring(Fiber.interruptFork(daemon)))
+      }).pipe(Effect.ensuring(Effect.zipRight(Deferred.succeed(gate, undefined), Scope.close(scope, Exit.void))))
     })
 }
 
-/** 7. Many fibers, many transactions, half of them interrupted at random. */
+/**
+ * 7. Many fibers, many transactions, half of them interrupted at random. Three rounds: one round interrupts few
+ * fibers mid-statement by chance, three make the outcome reliable.
+ */
 const interruptionStorm: Case = {
   id: "interruption-storm",
   contract: "C3/C4",
-  title: "32 fibers x transactions on a pool of 4, half interrupted at random: atomic, no collateral failures",
+  title: "3 rounds of 32 fibers x 5 transactions on a pool of 4, half interrupted at random: atomic, no collateral",
   run: (ctx) =>
     Effect.gen(function* () {
       yield* ddl(ctx, `CREATE TABLE ${ctx.schema}.t (tx int, n int)`)
+      const ROUNDS = 3
       const FIBERS = 32
       const TX_PER_FIBER = 5
-      const victims = new Set(
-        Array.from({ length: FIBERS }, (_, i) => i)
-          .sort(() => Math.random() - 0.5)
-          .slice(0, FIBERS / 2)
-      )
       yield* withContender(ctx, { maxConnections: 4 }, (sql) =>
         Effect.gen(function* () {
           const insert = (tx: number, n: number) => sql.unsafe(`INSERT INTO ${ctx.schema}.t VALUES (${tx}, ${n})`)
-          const started = yield* Effect.all(Array.from({ length: FIBERS }, () => Deferred.make<void>()))
-          const begin = yield* now
-          const fibers = yield* Effect.forEach(Array.from({ length: FIBERS }, (_, i) => i), (i) =>
-            Effect.fork(
-              Effect.forEach(
-                Array.from({ length: TX_PER_FIBER }, (_, j) => i * 100 + j),
-                (tx) =>
-                  sql.withTransaction(
-                    insert(tx, 1).pipe(
-                      Effect.zipRight(Deferred.succeed(started[i]!, undefined)),
-                      Effect.zipRight(sql`select pg_sleep(0.005)`),
-                      Effect.zipRight(insert(tx, 2))
-                    )
-                  ),
-                { discard: true }
+          for (let round = 1; round <= ROUNDS; round++) {
+            const what = `round ${round}`
+            const fiberKey = (i: number) => round * 1_000 + i
+            const victims = new Set(
+              Array.from({ length: FIBERS }, (_, i) => i)
+                .sort(() => Math.random() - 0.5)
+                .slice(0, FIBERS / 2)
+            )
+            const started = yield* Effect.all(Array.from({ length: FIBERS }, () => Deferred.make<void>()))
+            const begin = yield* now
+            const fibers = yield* Effect.forEach(
+              Array.from({ length: FIBERS }, (_, i) => i),
+              (i) =>
+                Effect.fork(
+                  Effect.forEach(
+                    Array.from({ length: TX_PER_FIBER }, (_, j) => fiberKey(i) * 100 + j),
+                    (tx) =>
+                      sql.withTransaction(
+                        insert(tx, 1).pipe(
+                          Effect.zipRight(Deferred.succeed(started[i]!, undefined)),
+                          Effect.zipRight(sql`select pg_sleep(0.005)`),
+                          Effect.zipRight(insert(tx, 2))
+                        )
+                      ),
+                    { discard: true }
+                  )
+                )
+            )
+            // Each victim is interrupted 0–20 ms after its first transaction got going.
+            yield* Effect.forEach(
+              [...victims],
+              (i) =>
+                Effect.fork(
+                  Deferred.await(started[i]!).pipe(
+                    Effect.zipRight(Effect.sleep(Duration.millis(randomInt(20)))),
+                    Effect.zipRight(Fiber.interruptFork(fibers[i]!))
+                  )
+                ),
+              { discard: true }
+            )
+            const exits = yield* Effect.forEach(fibers, (fiber) => Fiber.await(fiber)).pipe(
+              within(5_000, `${what}: the storm (all fibers ending)`)
+            )
+            const elapsed = (yield* now) - begin
+            const collateral = exits.flatMap((exit, i) =>
+              victims.has(i) || Exit.isSuccess(exit) ? [] : [`fiber ${i}: ${describeExit(exit)}`]
+            )
+            yield* check(
+              collateral.length === 0,
+              `${what}: ${collateral.length} fibers nobody interrupted failed, e.g. ${collateral[0]}`
+            )
+            const victimFailures = exits.flatMap((exit, i) =>
+              victims.has(i) && !successOrInterrupted(exit) ? [`fiber ${i}: ${describeExit(exit)}`] : []
+            )
+            yield* check(
+              victimFailures.length === 0,
+              `${what}: ${victimFailures.length} interrupted fibers failed instead of being interrupted, e.g. ${victimFailures[0]}`
+            )
+            yield* waitNoneInTransaction(ctx, 2_000, `${what}: after the storm`)
+            const broken = yield* io(() =>
+              ctx.admin.query<{ tx: number; n: number }>(
+                `SELECT tx, count(*)::int AS n FROM ${ctx.schema}.t GROUP BY tx HAVING count(*) <> 2 ORDER BY tx`
               )
             )
-          )
-          // Each victim is interrupted 0–20 ms after its first transaction got going.
-          yield* Effect.forEach(
-            [...victims],
-            (i) =>
-              Effect.fork(
-                Deferred.await(started[i]!).pipe(
-                  Effect.zipRight(Effect.sleep(Duration.millis(randomInt(20)))),
-                  Effect.zipRight(Fiber.interruptFork(fibers[i]!))
-                )
-              ),
-            { discard: true }
-          )
-          const exits = yield* Effect.forEach(fibers, (fiber) => Fiber.await(fiber)).pipe(
-            within(5_000, "the storm (all fibers ending)")
-          )
-          const elapsed = (yield* now) - begin
-          const collateral = exits.flatMap((exit, i) =>
-            victims.has(i) || Exit.isSuccess(exit) ? [] : [`fiber ${i}: ${describeExit(exit)}`]
-          )
-          yield* check(
-            collateral.length === 0,
-            `${collateral.length} fibers nobody interrupted failed, e.g. ${collateral[0]}`
-          )
-          const victimFailures = exits.flatMap((exit, i) =>
-            victims.has(i) && !successOrInterrupted(exit) ? [`fiber ${i}: ${describeExit(exit)}`] : []
-          )
-          yield* check(
-            victimFailures.length === 0,
-            `${victimFailures.length} interrupted fibers failed instead of being interrupted, e.g. ${victimFailures[0]}`
-          )
-          yield* waitNoneInTransaction(ctx, 2_000, "after the storm")
-          const broken = yield* io(() =>
-            ctx.admin.query<{ tx: number; n: number }>(
-              `SELECT tx, count(*)::int AS n FROM ${ctx.schema}.t GROUP BY tx HAVING count(*) <> 2 ORDER BY tx`
+            yield* check(
+              broken.length === 0,
+              `${what}: non-atomic transactions (tx, rows): ${JSON.stringify(broken.slice(0, 5))}`
             )
-          )
-          yield* check(broken.length === 0, `non-atomic transactions (tx, rows): ${JSON.stringify(broken.slice(0, 5))}`)
-          const survivors = FIBERS - victims.size
-          const committed = yield* count(ctx, "t", `tx / 100 NOT IN (${[...victims].join(",")})`)
-          yield* check(
-            committed === survivors * TX_PER_FIBER * 2,
-            `uninterrupted fibers should have committed ${survivors * TX_PER_FIBER * 2} rows, found ${committed}`
-          )
-          yield* check(elapsed < 5_000, `the storm took ${Math.round(elapsed)} ms`)
+            const survivors = [...Array(FIBERS).keys()].filter((i) => !victims.has(i)).map(fiberKey)
+            const committed = yield* count(ctx, "t", `tx / 100 IN (${survivors.join(",")})`)
+            yield* check(
+              committed === survivors.length * TX_PER_FIBER * 2,
+              `${what}: uninterrupted fibers should have committed ${survivors.length * TX_PER_FIBER * 2} rows, found ${committed}`
+            )
+            yield* check(elapsed < 5_000, `${what}: the storm took ${Math.round(elapsed)} ms`)
+          }
         })
       )
     })
@@ -651,10 +691,12 @@ const commitRolledBack: Case = {
         Effect.gen(function* () {
           const exit = yield* sql
             .withTransaction(
-              sql.unsafe(`INSERT INTO ${ctx.schema}.t VALUES (1)`).pipe(
-                Effect.zipRight(sql`select 1/0`.pipe(Effect.catchAll(() => Effect.void))),
-                Effect.as("body succeeded")
-              )
+              sql
+                .unsafe(`INSERT INTO ${ctx.schema}.t VALUES (1)`)
+                .pipe(
+                  Effect.zipRight(sql`select 1/0`.pipe(Effect.catchAll(() => Effect.void))),
+                  Effect.as("body succeeded")
+                )
             )
             .pipe(Effect.either, Effect.exit, within(5_000, "the transaction"))
           yield* check(Exit.isSuccess(exit), `withTransaction died: ${Exit.isFailure(exit) ? describeExit(exit) : ""}`)
@@ -704,7 +746,10 @@ const rawBeginOnReserve: Case = {
             `after the next borrower's statement the server shows ${describeBackends(afterNext)}`
           )
           const first = yield* count(ctx, "t", "id = 2")
-          yield* check(first === 1, "the next borrower's autocommit insert is not visible: it ran inside the open BEGIN")
+          yield* check(
+            first === 1,
+            "the next borrower's autocommit insert is not visible: it ran inside the open BEGIN"
+          )
         })
       )
       const abandoned = yield* count(ctx, "t", "id = 1")
@@ -777,7 +822,7 @@ export const testName = (testCase: Case) => `${testCase.id} [${testCase.contract
 
 /**
  * Runs one case against `contender`: its own admin connection, `application_name` and schema; a hard time limit
- * (the case is disconnected, so even a contender that cannot be interrupted does not hold the test); afterwards,
+ * (see `withTimeLimit`: even a contender that cannot be interrupted does not hold the test); afterwards,
  * whatever the outcome, leftover backends of the case are terminated and the schema is dropped, so one case's
  * leaks do not spill into the next.
  */
@@ -795,21 +840,30 @@ export const runCase = (testCase: Case, contender: Contender, url: string): Effe
         layer: (options) => contender.layer(url, app, options)
       }
       return io(() => admin.query(`CREATE SCHEMA ${schema}`)).pipe(
-        Effect.zipRight(
-          testCase.run(ctx).pipe(
-            Effect.disconnect,
-            Effect.timeoutFail({
-              duration: Duration.millis(CASE_TIME_LIMIT_MS),
-              onTimeout: () =>
-                new CaseFailure({ message: `${testCase.id}: case time limit of ${CASE_TIME_LIMIT_MS} ms exceeded` })
-            })
-          )
-        ),
+        Effect.zipRight(withTimeLimit(testCase.run(ctx), testCase.id)),
         Effect.ensuring(cleanUp(admin, app, schema))
       )
     },
     (admin) => Effect.promise(() => admin.close())
   )
+
+/**
+ * Runs `self` on a daemon fiber and returns its outcome as soon as `self` itself has ended, without waiting for
+ * the fibers it forked (a fiber only completes after its children were interrupted, and a contender may make that
+ * take forever), and at the latest after `CASE_TIME_LIMIT_MS`. The daemon is then interrupted in the background.
+ */
+const withTimeLimit = <E>(self: Effect.Effect<void, E>, id: string): Effect.Effect<void, E | CaseFailure> =>
+  Effect.gen(function* () {
+    const outcome = yield* Deferred.make<void, E>()
+    const fiber = yield* Effect.forkDaemon(Effect.flatMap(Effect.exit(self), (exit) => Deferred.done(outcome, exit)))
+    return yield* Deferred.await(outcome).pipe(
+      Effect.timeoutFail({
+        duration: Duration.millis(CASE_TIME_LIMIT_MS),
+        onTimeout: () => new CaseFailure({ message: `${id}: case time limit of ${CASE_TIME_LIMIT_MS} ms exceeded` })
+      }),
+      Effect.ensuring(Fiber.interruptFork(fiber))
+    )
+  })
 
 const cleanUp = (admin: Admin, app: string, schema: string): Effect.Effect<void> =>
   Effect.promise(async () => {
