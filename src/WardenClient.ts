@@ -93,6 +93,13 @@ export interface WardenClientConfig extends PgClient.PgClientConfig {
   readonly terminateTimeout?: Duration.DurationInput | undefined
   /** See {@link ServerSafety}. Default: all on. */
   readonly serverSafety?: ServerSafety | false | undefined
+  /**
+   * How many parameterised statements each connection keeps prepared (named), so the server
+   * parses and plans them once per connection. Default 256; 0 turns it off (for example
+   * behind PgBouncer in transaction mode). Statements without parameters always use the
+   * simple protocol.
+   */
+  readonly statementCacheSize?: number | undefined
 }
 
 /**
@@ -112,6 +119,7 @@ export const defaults = {
   drainTimeout: 1_000,
   rollbackTimeout: 1_000,
   terminateTimeout: 1_000,
+  statementCacheSize: 256,
   applicationName: "pg-warden",
   idleInTransactionSessionTimeout: 60_000,
   clientConnectionCheckInterval: 1_000,
@@ -215,6 +223,10 @@ const resolveConfig = (
       if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
         throw invalid(`port must be between 1 and 65535, got ${port}`)
       }
+      const statementCacheSize = config.statementCacheSize ?? defaults.statementCacheSize
+      if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
+        throw invalid(`statementCacheSize must be a non-negative integer, got ${statementCacheSize}`)
+      }
       const deadlines = deadlinesOf(config)
       for (const [name, value] of Object.entries(deadlines)) {
         if (!(value > 0) || !Number.isFinite(value)) throw invalid(`${name}Timeout must be a positive finite duration`)
@@ -239,7 +251,8 @@ const resolveConfig = (
         applicationName,
         connectTimeoutMs: millis(config.connectTimeout, defaults.connectTimeout),
         deadlines,
-        startupParameters: startupParametersOf(config.serverSafety)
+        startupParameters: startupParametersOf(config.serverSafety),
+        statementCacheSize
       }
       const client: PgClient.PgClientConfig = {
         ...config,
@@ -310,6 +323,11 @@ const cursorStream = (
   Effect.gen(function* () {
     const refusal = session.refusal()
     if (refusal !== undefined) return yield* Effect.fail(refusal)
+    if (session.beginPending) {
+      // A cursor cannot carry BEGIN: open the transaction first.
+      session.beginPending = false
+      yield* session.run({ text: "BEGIN" }, () => undefined)
+    }
     const cursor = new Cursor(sql, params as Array<unknown>)
     const tracked = session.track(cursor)
     let finished = false
@@ -505,8 +523,9 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
         }
         return Effect.flatMap(pool.acquire(restore), (session) => {
           const connection = leasedConnection(session)
-          return restore(session.run({ text: "BEGIN" }, () => undefined)).pipe(
-            Effect.zipRight(Effect.exit(inTransaction(connection, 0))),
+          // BEGIN travels with the transaction's first statement, saving a round trip.
+          session.beginPending = true
+          return Effect.exit(inTransaction(connection, 0)).pipe(
             Effect.flatMap(
               (exit): Effect.Effect<A, E | SqlError> =>
                 Exit.isSuccess(exit) ? Effect.as(restore(commit(session)), exit.value) : exit
@@ -525,6 +544,16 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
 
 /** COMMIT; a failure or a COMMIT the server turned into ROLLBACK is a typed `SqlError`. */
 const commit = (session: Session): Effect.Effect<void, SqlError> =>
+  Effect.suspend(() => {
+    if (session.beginPending) {
+      // No statement ran, so the transaction never started: nothing to commit.
+      session.beginPending = false
+      return Effect.void
+    }
+    return sendCommit(session)
+  })
+
+const sendCommit = (session: Session): Effect.Effect<void, SqlError> =>
   session
     .run({ text: "COMMIT" }, (result: Pg.QueryResult) => result.command)
     .pipe(

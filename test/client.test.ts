@@ -75,6 +75,40 @@ describe("WardenClient as SqlClient/PgClient", () => {
     })
   )
 
+  it.live("prepares parameterised statements per connection, bounded, and recovers when they are invalidated", () =>
+    withClient(
+      "prepared",
+      ({ sql }) =>
+        Effect.gen(function* () {
+          const table = `warden_prep_${Date.now()}_${Math.floor(Math.random() * 1e6)}`
+          const prepared = sql<{
+            name: string
+          }>`select name from pg_prepared_statements where (statement like ${"%" + table + "%"} or statement like '%warden_marker%') and statement not like '%pg_prepared_statements%'`
+          yield* sql`create table ${sql(table)} (a int)`
+          yield* sql`insert into ${sql(table)} values (1)`
+          for (let i = 0; i < 3; i++) {
+            expect(yield* sql`select a from ${sql(table)} where a = ${1}`).toEqual([{ a: 1 }])
+          }
+          expect((yield* prepared).length).toBe(1)
+          // bounded: statementCacheSize is 2 here
+          for (let i = 0; i < 4; i++) yield* sql.unsafe(`select $1::int as warden_marker_${i}`, [i])
+          expect((yield* prepared).length).toBeLessThanOrEqual(2)
+          // DDL that changes the result type invalidates the cached plan: one typed failure at most, then it works
+          yield* sql`alter table ${sql(table)} add column b int`
+          const first = yield* sql`select * from ${sql(table)} where a = ${1}`.pipe(Effect.either)
+          if (Either.isLeft(first)) expect(first.left._tag).toBe("SqlError")
+          expect(yield* sql`select * from ${sql(table)} where a = ${1}`).toEqual([{ a: 1, b: null }])
+          // DISCARD ALL drops the session's prepared statements: at most one typed failure, then it works
+          yield* sql`discard all`
+          const again = yield* sql`select a from ${sql(table)} where a = ${1}`.pipe(Effect.either)
+          if (Either.isLeft(again)) expect(again.left._tag).toBe("SqlError")
+          expect(yield* sql`select a from ${sql(table)} where a = ${1}`).toEqual([{ a: 1 }])
+          yield* sql`drop table ${sql(table)}`
+        }),
+      { maxConnections: 1, statementCacheSize: 2 }
+    )
+  )
+
   it.live("applies transformResultNames and transformQueryNames like @effect/sql-pg", () =>
     withClient(
       "transform",
@@ -118,6 +152,63 @@ describe("WardenClient as SqlClient/PgClient", () => {
         yield* sql`drop table ${sql(table)}`
       })
     )
+  )
+
+  it.live(
+    "BEGIN rides with the first statement: multi-statement text, an empty body, a failing first statement, a cursor",
+    () =>
+      withClient(
+        "begin",
+        ({ sql, admin, app }) =>
+          Effect.gen(function* () {
+            const table = `warden_begin_${Date.now()}_${Math.floor(Math.random() * 1e6)}`
+            yield* sql`create table ${sql(table)} (v int)`
+            const values = () =>
+              Effect.promise(() => admin.query<{ v: number }>(`select v from ${table} order by v`)).pipe(
+                Effect.map((rows) => rows.map((r) => r.v))
+              )
+            // several statements in one simple query as the first statement, then a failure: all rolled back
+            const failed = yield* sql
+              .withTransaction(
+                Effect.zipRight(
+                  sql.unsafe(`insert into ${table} values (1); insert into ${table} values (2)`),
+                  Effect.fail("stop" as const)
+                )
+              )
+              .pipe(Effect.either)
+            expect(failed).toEqual(Either.left("stop"))
+            expect(yield* values()).toEqual([])
+            // the same committed; the result shape is the text's own (two results)
+            const results = yield* sql.withTransaction(
+              sql.unsafe(`insert into ${table} values (1); select count(*)::int as n from ${table}`)
+            )
+            expect(results).toEqual([[], [{ n: 1 }]])
+            expect(yield* values()).toEqual([1])
+            // an empty transaction sends nothing and succeeds
+            expect(yield* sql.withTransaction(Effect.succeed(42))).toBe(42)
+            // a failing first statement: typed error, nothing left open, the session is reused
+            const [{ pid }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+            const bad = yield* sql.withTransaction(sql`insert into ${sql(table)} values (${"x"})`).pipe(Effect.either)
+            expect(Either.isLeft(bad) && bad.left._tag).toBe("SqlError")
+            const backends = yield* Effect.promise(() => admin.backends(app))
+            expect(backends.map((b) => [b.pid, b.state])).toEqual([[pid, "idle"]])
+            // a cursor as the first statement opens the transaction first
+            const streamed = yield* sql.withTransaction(
+              sql`select v from ${sql(table)}`.stream.pipe(Stream.runCollect, Effect.map(Chunk.toReadonlyArray))
+            )
+            expect(streamed).toEqual([{ v: 1 }])
+            // a parameterised first statement, prepared, inside the transaction
+            yield* sql.withTransaction(
+              Effect.zipRight(
+                sql`insert into ${sql(table)} values (${2})`,
+                sql`insert into ${sql(table)} values (${3})`
+              )
+            )
+            expect(yield* values()).toEqual([1, 2, 3])
+            yield* sql`drop table ${sql(table)}`
+          }),
+        { maxConnections: 1 }
+      )
   )
 
   it.live("reserve: a connection used after its scope closed fails with a typed error", () =>

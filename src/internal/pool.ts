@@ -395,6 +395,7 @@ export class Pool {
   releaseClean(session: Session): boolean {
     if (this.closed || !session.clean || session.revoked !== undefined || session.expiresAt <= Date.now()) return false
     if (!this.leased.delete(session)) return false
+    session.beginPending = false
     if (session.cancelledDuringLease) {
       session.cancelledDuringLease = false
       this.counters.cancelled++

@@ -10,6 +10,7 @@
 import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
+import { canCarryBegin, type InnerQuery, WithBegin } from "./begin.js"
 import { type CancelOutcome, destroyClient, type Endpoint, sendCancelRequest, terminateBackend } from "./wire.js"
 
 /** Deadlines of the cleanup steps, in milliseconds. */
@@ -28,7 +29,42 @@ export interface SessionConfig {
   readonly deadlines: Deadlines
   /** Runtime parameters sent in the startup packet (`-c name=value`). */
   readonly startupParameters: ReadonlyArray<readonly [string, string]>
+  /** Named prepared statements kept per session (0 = none). */
+  readonly statementCacheSize: number
 }
+
+/**
+ * Names for prepared statements, shared by all sessions so one text always has one name
+ * (pg refuses a name reused for another text). Bounded: past the limit, new texts simply run
+ * unnamed. A text the server cannot keep prepared (its result type changed after DDL) is
+ * never named again.
+ */
+const statementNames = new Map<string, string>()
+const unpreparable = new Set<string>()
+const MAX_STATEMENT_NAMES = 10_000
+let nextStatementName = 1
+
+const nameFor = (text: string): string | undefined => {
+  const known = statementNames.get(text)
+  if (known !== undefined || statementNames.size >= MAX_STATEMENT_NAMES || unpreparable.has(text)) return known
+  const name = `warden_${nextStatementName++}`
+  statementNames.set(text, name)
+  return name
+}
+
+const hasParameters = (config: StatementConfig): boolean => config.values !== undefined && config.values.length > 0
+
+/** The results of `BEGIN;` + the user's text, without BEGIN's, in the shape the text alone gives. */
+const withoutFirstResult = (result: unknown): unknown => {
+  if (!Array.isArray(result)) return result
+  const rest = result.slice(1)
+  return rest.length === 1 ? rest[0] : rest
+}
+
+/** "cached plan must not change result type" and friends: the prepared form is no longer valid. */
+const PLAN_INVALID = "0A000"
+/** The session's prepared statements are gone on the server (DISCARD ALL, DEALLOCATE ALL). */
+const STATEMENT_MISSING = "26000"
 
 /**
  * The outcome of releasing a session, counted by the pool:
@@ -98,6 +134,13 @@ export class Session {
   /** Called once when the session becomes unusable (socket error or end). */
   onLost: ((session: Session) => void) | undefined = undefined
   private readonly inFlight: Array<InFlight> = []
+  /**
+   * A transaction was opened lazily: BEGIN travels with the next statement (see begin.ts).
+   * Reset at the end of every lease.
+   */
+  beginPending = false
+  /** Names of the statements prepared on this session (bounded by `statementCacheSize`). */
+  private readonly prepared = new Set<string>()
   private settleWaiters: Array<() => void> = []
   private releasing: Promise<ReleaseOutcome> | undefined = undefined
   /** Set once the session is being closed or terminated: both happen at most once. */
@@ -244,15 +287,84 @@ export class Session {
     }
     this.inFlight.push(record)
     try {
+      const begin = this.beginPending
+      this.beginPending = false
+      if (begin && !hasParameters(config) && !canCarryBegin(config.text)) {
+        // Several statements in one simple query: BEGIN goes first in the same string, so it
+        // still costs no round trip, and an error in it skips the rest.
+        const query = new Pg.Query(
+          { ...config, text: `BEGIN;\n${config.text}` } as Pg.QueryConfig,
+          undefined,
+          (error, result) => onDone(error, error ? result : withoutFirstResult(result))
+        )
+        record.query = query
+        this.client.query(query as unknown as Pg.Submittable)
+        return record
+      }
+      const name = this.prepare(config)
+      const statement: Pg.QueryConfig = {
+        ...(config as Pg.QueryConfig),
+        ...(name !== undefined ? { name } : {}),
+        ...(begin ? { queryMode: "extended" as const } : {})
+      }
+      const done =
+        name === undefined
+          ? onDone
+          : (error: unknown, result: unknown) => {
+              if (error) this.forgetPrepared(config.text, name, error)
+              onDone(error, result)
+            }
       // Our own Query object, so that an interrupted statement can be found in pg's queue.
-      const query = new Pg.Query(config as Pg.QueryConfig, undefined, onDone)
-      record.query = query
-      this.client.query(query as unknown as Pg.Submittable)
+      const query = new Pg.Query(statement, undefined, done)
+      if (begin) {
+        // pg sets the type parsers on the object it is given; here that is the wrapper.
+        const result = (query as unknown as { _result: { _types?: unknown } })._result
+        result._types ??= (this.client as unknown as { _types: unknown })._types
+        const wrapped = new WithBegin(query as unknown as InnerQuery)
+        record.query = wrapped
+        this.client.query(wrapped as unknown as Pg.Submittable)
+      } else {
+        record.query = query
+        this.client.query(query as unknown as Pg.Submittable)
+      }
     } catch (error) {
       // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
       onDone(error, undefined)
     }
     return record
+  }
+
+  /**
+   * The name to prepare a parameterised statement under, if the session's cache has room.
+   * Statements without parameters run with the simple protocol, which is cheaper for them.
+   */
+  private prepare(config: StatementConfig): string | undefined {
+    if (this.config.statementCacheSize === 0 || config.values === undefined || config.values.length === 0) {
+      return undefined
+    }
+    const name = nameFor(config.text)
+    if (name === undefined) return undefined
+    if (this.prepared.has(name)) return name
+    if (this.prepared.size >= this.config.statementCacheSize) return undefined
+    this.prepared.add(name)
+    return name
+  }
+
+  private forgetPrepared(text: string, name: string, error: unknown): void {
+    const code = sqlStateOf(error)
+    if (code === PLAN_INVALID && /cached plan/i.test(String((error as Error).message))) {
+      unpreparable.add(text)
+      statementNames.delete(text)
+    } else if (code === STATEMENT_MISSING && /prepared statement/i.test(String((error as Error).message))) {
+      // Someone dropped the session's prepared statements: forget all of them on both sides.
+      this.prepared.clear()
+      const connection = (this.client as unknown as { connection: { parsedStatements: Record<string, string> } })
+        .connection
+      connection.parsedStatements = {}
+    } else {
+      return
+    }
+    this.prepared.delete(name)
   }
 
   /**
@@ -451,6 +563,7 @@ export class Session {
   }
 
   private async runRelease(keep: () => boolean): Promise<ReleaseOutcome> {
+    this.beginPending = false
     let outcome: ReleaseOutcome = "reused"
     try {
       if (this.lost !== undefined) return await this.terminated()
