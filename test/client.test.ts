@@ -8,8 +8,10 @@ import { describe, expect, inject, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Str from "effect/String"
 import { WardenClient, WardenPool } from "../src/index.js"
@@ -209,6 +211,36 @@ describe("WardenClient as SqlClient/PgClient", () => {
           }),
         { maxConnections: 1 }
       )
+  )
+
+  it.live("releasing a reserved connection fails statements still queued on it instead of leaving them waiting", () =>
+    withClient("queued", ({ sql, admin, app }) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.make()
+        const connection = yield* Scope.extend(sql.reserve, scope)
+        const running = yield* Effect.forkDaemon(connection.execute("select pg_sleep(10)", [], undefined))
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
+          )
+        )
+        const queued = yield* Effect.forkDaemon(connection.execute("select 1", [], undefined))
+        yield* Effect.sleep("20 millis")
+        yield* Scope.close(scope, Exit.void)
+        const [first, second] = yield* Effect.all([Fiber.await(running), Fiber.await(queued)]).pipe(
+          Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "a statement was left waiting" })
+        )
+        expect(Exit.isFailure(first)).toBe(true)
+        expect(Exit.isFailure(second)).toBe(true)
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.every((b) => b.state === "idle")
+          )
+        )
+      })
+    )
   )
 
   it.live("reserve: a connection used after its scope closed fails with a typed error", () =>

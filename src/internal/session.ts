@@ -84,6 +84,8 @@ export interface InFlight {
   query: object
   done: boolean
   error: unknown
+  /** Completes the statement with an error, for one pg never sent (it is dropped from pg's queue). */
+  fail: ((error: unknown) => void) | undefined
 }
 
 interface PgClientInternals {
@@ -270,7 +272,7 @@ export class Session {
    * `interrupt` takes. A refused or unserializable statement fails through the callback.
    */
   submit(config: StatementConfig, callback: (error: unknown, result: unknown) => void): InFlight {
-    const record: InFlight = { query: config, done: false, error: undefined }
+    const record: InFlight = { query: config, done: false, error: undefined, fail: undefined }
     const refusal = this.refusal()
     if (refusal !== undefined) {
       record.done = true
@@ -285,6 +287,7 @@ export class Session {
       this.forget(record)
       callback(error, result)
     }
+    record.fail = (error) => onDone(error, undefined)
     this.inFlight.push(record)
     try {
       const begin = this.beginPending
@@ -407,7 +410,7 @@ export class Session {
 
   /** Tracks a statement submitted outside `run` (cursors), until `done` is called. */
   track(query: object): { done: (error?: unknown) => void } {
-    const record: InFlight = { query, done: false, error: undefined }
+    const record: InFlight = { query, done: false, error: undefined, fail: undefined }
     this.inFlight.push(record)
     return {
       done: (error?: unknown) => {
@@ -437,6 +440,25 @@ export class Session {
   }
 
   /**
+   * Statements pg holds in its queue (not sent yet) are taken out and failed, so that a fiber
+   * still waiting for one gets an error instead of waiting forever.
+   */
+  private dropQueued(): void {
+    const queue = this.internals._queryQueue
+    for (const record of this.inFlight.slice()) {
+      const index = queue.indexOf(record.query)
+      if (index < 0) continue
+      queue.splice(index, 1)
+      if (record.fail !== undefined) {
+        record.fail(new Error("Statement not sent: its connection was released"))
+      } else {
+        record.done = true
+        this.forget(record)
+      }
+    }
+  }
+
+  /**
    * Cancels whatever statement is running and waits for it to settle. Returns true when
    * the cancel is confirmed (the statement ended with 57014, or nothing was running) and the
    * session is settled. A statement that completed while the cancel was on its way means the
@@ -444,16 +466,6 @@ export class Session {
    */
   private async cancelInFlight(): Promise<boolean> {
     if (this.lost !== undefined) return false
-    // Statements pg has not sent yet are simply dropped.
-    const queue = this.internals._queryQueue
-    for (const record of this.inFlight.slice()) {
-      const index = queue.indexOf(record.query)
-      if (index >= 0) {
-        queue.splice(index, 1)
-        record.done = true
-        this.forget(record)
-      }
-    }
     const target = this.inFlight.find((r) => r.query === this.internals._activeQuery) ?? this.inFlight[0]
     if (target === undefined) return this.whenSettled(this.config.deadlines.drain)
     this.cancelUnconfirmed = true
@@ -567,7 +579,8 @@ export class Session {
     let outcome: ReleaseOutcome = "reused"
     try {
       if (this.lost !== undefined) return await this.terminated()
-      // 1. Statement in flight: cancel it and wait for it to settle.
+      // 1. Statement in flight: drop what pg has not sent yet, cancel the rest, wait for it to settle.
+      this.dropQueued()
       if (this.inFlight.length > 0) {
         if (!(await this.cancelInFlight())) return await this.terminated()
         outcome = "cancelled"
