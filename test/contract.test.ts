@@ -6,9 +6,14 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, inject, it } from "@effect/vitest"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
 import pg from "pg"
 import { WardenClient, WardenPool } from "../src/index.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
@@ -69,6 +74,51 @@ describe("contract", () => {
           )
         )
       }).pipe(Effect.provide(layer))
+      yield* Effect.promise(() => admin.waitForNoBackends(app))
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("C1/C2: interrupting again and closing the Layer while a release protocol runs both stay bounded", () =>
+    Effect.gen(function* () {
+      const app = uniqueAppName("release")
+      const admin = yield* Effect.acquireRelease(
+        Effect.promise(() => Admin.connect(url)),
+        (a) => Effect.promise(() => a.close())
+      )
+      const config = {
+        url: Redacted.make(url),
+        applicationName: app,
+        maxConnections: 1,
+        cancelTimeout: 300,
+        drainTimeout: 300,
+        rollbackTimeout: 300,
+        terminateTimeout: 300
+      }
+      const bound = Duration.toMillis(WardenClient.cleanupBound(config)) + 1500
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(WardenClient.layer(config), scope)
+      const sql = Context.get(context, SqlClient.SqlClient)
+      const running = yield* Effect.forkDaemon(sql.withTransaction(sql`select pg_sleep(10)`))
+      const [backend] = yield* Effect.promise(() =>
+        admin.waitFor(
+          () => admin.backends(app),
+          (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
+        )
+      )
+      // A frozen backend never answers the cancel: the release protocol has to run to its deadlines.
+      admin.freeze(backend!.pid)
+      try {
+        const started = Date.now()
+        const first = yield* Effect.forkDaemon(Fiber.interrupt(running))
+        yield* Effect.sleep("50 millis") // the release protocol is now running
+        const second = yield* Effect.forkDaemon(Fiber.interrupt(running))
+        yield* Scope.close(scope, Exit.void)
+        yield* Fiber.join(first)
+        yield* Fiber.join(second)
+        expect(Date.now() - started).toBeLessThan(bound)
+      } finally {
+        admin.thaw(backend!.pid)
+      }
       yield* Effect.promise(() => admin.waitForNoBackends(app))
     }).pipe(Effect.scoped)
   )
