@@ -13,7 +13,6 @@ import * as Schedule from "effect/Schedule"
 import { type Live, type LiveView, live } from "./live.js"
 import { colorFor, formatMs, type Paint, painter, plural, table } from "./report.js"
 import {
-  type Contender,
   defaultDeadlines,
   demoScenarios,
   makeStats,
@@ -108,9 +107,7 @@ const summarize = (r: RunResult): RunSummary => {
     },
     hung: s.hung,
     collateral: s.collateral,
-    failures: [...s.failures.entries()]
-      .sort((a, b) => b[1] - a[1])
-      .map(([message, count]) => ({ message, count })),
+    failures: [...s.failures.entries()].sort((a, b) => b[1] - a[1]).map(([message, count]) => ({ message, count })),
     running: s.running,
     idleInTransaction: s.idleInTx,
     left: r.left.total,
@@ -123,7 +120,12 @@ const summarize = (r: RunResult): RunSummary => {
 }
 
 const problemCount = (r: RunResult) =>
-  r.stats.hung + r.stats.collateral + r.stats.running + r.stats.idleInTx + r.left.total + r.stats.notes.length +
+  r.stats.hung +
+  r.stats.collateral +
+  r.stats.running +
+  r.stats.idleInTx +
+  r.left.total +
+  r.stats.notes.length +
   (r.closeMs === undefined ? 1 : 0)
 
 const runLine = (r: RunResult, paint: Paint): string => {
@@ -143,12 +145,12 @@ const runLine = (r: RunResult, paint: Paint): string => {
     `${s.ok} ok`,
     `${s.interrupted} interrupted (max ${max}${s.hung > 0 ? paint("fail", `, ${s.hung} hung`) : ""})`,
     num(s.collateral, `${s.collateral} collateral`),
-    `server after: ${num(s.running, `${s.running} still running`)}, ${num(s.idleInTx, `${s.idleInTx} idle in tx`)}`,
-    r.closeMs === undefined ? paint("fail", "layer close hung > 3 s") : `closed in ${formatMs(r.closeMs)}`,
+    `server after the interruptions: ${num(s.running, `${s.running} still running`)}, ${num(s.idleInTx, `${s.idleInTx} idle in tx`)}`,
+    r.closeMs === undefined ? paint("fail", "closing the layer hung > 3 s") : `layer closed in ${formatMs(r.closeMs)}`,
     leftText
   ]
   const notes = s.notes.length > 0 ? `\n      ${paint("warn", s.notes.join("; "))}` : ""
-  return `  ${mark} ${paint("bold", `${r.scenario.title} · ${r.contender.label}`)}  ${parts.join(" · ")}${notes}`
+  return `  ${mark} ${paint("bold", `${r.scenario.title} · ${r.contender.label}`)}  ${parts.slice(0, 3).join(" · ")}\n      ${parts.slice(3).join(" · ")}${notes}`
 }
 
 /**
@@ -215,7 +217,6 @@ const legend = (interruptMs: number): Array<string> => [
  * @category rendering
  */
 export const verdict = (
-  contender: Contender,
   runs: ReadonlyArray<RunResult>,
   interruptMs: number
 ): { readonly ok: boolean; readonly text: string } => {
@@ -342,7 +343,6 @@ export const demo = (options: DemoOptions): Effect.Effect<void, CliError> =>
       const verdicts = contenders.map((c) => ({
         contender: c,
         ...verdict(
-          c,
           results.filter((r) => r.contender.id === c.id),
           deadlines.interruptMs
         )

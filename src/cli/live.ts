@@ -42,19 +42,22 @@ const REDRAW_MS = 100
 const PLAIN_EVERY_MS = 2_000
 
 /**
- * Renders the status line for a view.
+ * Renders the status for a view: a headline (what runs, progress) and the numbers.
  *
  * @since 0.1.0
  * @category utils
  */
-export const statusLine = (view: LiveView, paint: Paint, withBar: boolean): string => {
+export const statusLines = (view: LiveView, paint: Paint, withBar: boolean): readonly [string, string] => {
   const elapsed = performance.now() - view.startedAt
   const s = view.stats
   const server = view.server
-  const parts = [
+  const over = elapsed > view.plannedMs
+  const head = [
     paint("bold", view.label),
-    withBar ? bar(elapsed / view.plannedMs, 20) : "",
-    `${formatMs(elapsed)}`,
+    withBar ? paint(over ? "warn" : "info", bar(elapsed / view.plannedMs, 20)) : "",
+    over ? paint("warn", `${formatMs(elapsed)} (planned ${formatMs(view.plannedMs)})`) : formatMs(elapsed)
+  ]
+  const numbers = [
     `ok ${s.ok}`,
     `interrupted ${s.interrupted}`,
     s.hung > 0 ? paint("fail", `hung ${s.hung}`) : "hung 0",
@@ -64,7 +67,7 @@ export const statusLine = (view: LiveView, paint: Paint, withBar: boolean): stri
     server.idleInTransaction > 0 ? paint("warn", `${server.idleInTransaction} idle in tx`) : "0 idle in tx",
     `${server.idle} idle`
   ]
-  return parts.filter((p) => p !== "").join("  ")
+  return [head.filter((p) => p !== "").join("  "), numbers.join("  ")]
 }
 
 /**
@@ -78,21 +81,30 @@ export const live = (stream: NodeJS.WriteStream, paint: Paint): Effect.Effect<Li
     Effect.sync(() => {
       const tty = stream.isTTY === true
       let current: LiveView | undefined
-      let drawn = false
+      let drawn = 0
       let lastPlain = 0
-      const clear = () => {
-        if (tty && drawn) stream.write("\r\x1b[2K")
-        drawn = false
+      /** Moves back to the start of the block drawn last and clears it. */
+      const erase = () => {
+        if (!tty || drawn === 0) return ""
+        const up = drawn > 1 ? `\x1b[${drawn - 1}A` : ""
+        drawn = 0
+        return `${up}\r\x1b[J`
       }
       const draw = () => {
-        if (current === undefined) return clear()
+        if (current === undefined) {
+          const text = erase()
+          if (text !== "") stream.write(text)
+          return
+        }
         if (tty) {
-          const width = Math.max(20, (stream.columns ?? 120) - 1)
-          stream.write(`\r\x1b[2K${truncate(statusLine(current, paint, true), width)}`)
-          drawn = true
+          const width = Math.max(20, (stream.columns || 100) - 1)
+          const [head, numbers] = statusLines(current, paint, true)
+          stream.write(`${erase()}${truncate(head, width)}\n${truncate(`      ${numbers}`, width)}`)
+          drawn = 2
         } else if (performance.now() - lastPlain >= PLAIN_EVERY_MS) {
           lastPlain = performance.now()
-          stream.write(`  … ${statusLine(current, paint, false)}\n`)
+          const [head, numbers] = statusLines(current, paint, false)
+          stream.write(`  … ${head}  ${numbers}\n`)
         }
       }
       const timer = setInterval(draw, REDRAW_MS)
@@ -100,15 +112,21 @@ export const live = (stream: NodeJS.WriteStream, paint: Paint): Effect.Effect<Li
         show: (view) => {
           current = view
           lastPlain = performance.now()
-          if (view === undefined) clear()
+          if (view === undefined) draw()
         },
         log: (line) => {
-          clear()
-          stream.write(`${line}\n`)
+          stream.write(`${erase()}${line}\n`)
           if (tty) draw()
         }
       }
-      return { api, stop: () => (clearInterval(timer), clear()) }
+      return {
+        api,
+        stop: () => {
+          clearInterval(timer)
+          current = undefined
+          draw()
+        }
+      }
     }),
     ({ stop }) => Effect.sync(stop)
   ).pipe(Effect.map(({ api }) => api))

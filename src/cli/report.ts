@@ -155,14 +155,7 @@ export const table = (
       .join("  ")
       .trimEnd()
   const rule = paint("dim", widths.map((w) => "─".repeat(w)).join("──"))
-  return [
-    paint(
-      "bold",
-      line(columns.map((c) => c.header))
-    ),
-    rule,
-    ...rows.map((r) => (r === "rule" ? rule : line(r)))
-  ]
+  return [paint("bold", line(columns.map((c) => c.header))), rule, ...rows.map((r) => (r === "rule" ? rule : line(r)))]
 }
 
 /**

@@ -36,7 +36,11 @@ import { type CliError, countStates, inTransaction, type Observer, runs, type St
 export interface Contender {
   readonly id: string
   readonly label: string
-  readonly layer: (url: string, applicationName: string, maxConnections: number) => Layer.Layer<SqlClient.SqlClient, unknown>
+  readonly layer: (
+    url: string,
+    applicationName: string,
+    maxConnections: number
+  ) => Layer.Layer<SqlClient.SqlClient, unknown>
 }
 
 /**
@@ -238,9 +242,6 @@ export const interruptMeasured = <A, E>(
     return sample
   })
 
-/** Latency samples for reporting: a sample still not done counts with the time waited so far. */
-export const latencyValues = (stats: RunStats): Array<number> => stats.latencies.map((s) => s.ms)
-
 /**
  * Runs `effect` on a daemon fiber that nobody interrupts and waits at most `deadlineMs` for it;
  * without a result by then it is a collateral failure (and the fiber is interrupted in the background).
@@ -289,7 +290,9 @@ export const repro = (
     const { stats, deadlines } = ctx
     const started = now()
     for (let i = 0; i < options.iterations && (i === 0 || now() - started < options.budgetMs); i++) {
-      const fiber = yield* Effect.forkDaemon(sql.withTransaction(Effect.zipRight(sql`select 1`, sql`select pg_sleep(10)`)))
+      const fiber = yield* Effect.forkDaemon(
+        sql.withTransaction(Effect.zipRight(sql`select 1`, sql`select pg_sleep(10)`))
+      )
       yield* Effect.sleep(1_000)
       const early = yield* Fiber.poll(fiber)
       if (Option.isSome(early)) account(stats, early.value)
@@ -316,10 +319,10 @@ export interface StormOptions {
 }
 
 /**
- * A random interruption storm: `workers` fibers run short transactions (`select 1`,
- * `pg_sleep(0.01)`, `select 1`) for `durationMs`; a random share of them is interrupted at a random
- * moment (waiting for a connection, mid-statement, between statements, in COMMIT). Every other
- * transaction must succeed. Ends with a statement nobody interrupts.
+ * A random interruption storm: `workers` fibers run, for `durationMs`, short transactions (`select 1`,
+ * `pg_sleep(0.01)`, `select 1`) and single statements (`pg_sleep(0.01)`), half and half; a random
+ * share of them is interrupted at a random moment (waiting for a connection, mid-statement, between
+ * statements, in COMMIT). Everything else must succeed. Ends with a statement nobody interrupts.
  *
  * @since 0.1.0
  * @category scenarios
@@ -335,10 +338,11 @@ export const storm = (
     const transaction = sql.withTransaction(
       sql`select 1`.pipe(Effect.zipRight(sql`select pg_sleep(0.01)`), Effect.zipRight(sql`select 1`))
     )
+    const statement = sql`select pg_sleep(0.01)`
     const worker = Effect.gen(function* () {
       while (now() < end) {
         const victim = Math.random() < options.victimRate
-        const fiber = yield* Effect.forkDaemon(transaction)
+        const fiber = yield* Effect.forkDaemon(Math.random() < 0.5 ? transaction : statement)
         if (victim) {
           yield* Effect.sleep(randomInt(options.maxDelayMs))
           const early = yield* Fiber.poll(fiber)
@@ -354,10 +358,13 @@ export const storm = (
         }
       }
     })
-    yield* Effect.all(Array.from({ length: options.workers }, () => worker), {
-      concurrency: "unbounded",
-      discard: true
-    })
+    yield* Effect.all(
+      Array.from({ length: options.workers }, () => worker),
+      {
+        concurrency: "unbounded",
+        discard: true
+      }
+    )
     yield* Effect.sleep(deadlines.settleMs)
     yield* snapshotAfter(ctx, "pg_sleep")
     yield* probe(sql`select 1`, stats, deadlines.probeMs, "the next statement")
@@ -432,7 +439,7 @@ export interface Scenario {
 export const demoScenarios = (totalMs: number, deadlines: Deadlines = defaultDeadlines): Array<Scenario> => {
   const scale = Math.min(3, Math.max(0.15, totalMs / 60_000))
   const reproBudget = Math.round(10_000 * scale)
-  const stormMs = Math.max(1_000, Math.round(6_000 * scale))
+  const stormMs = Math.max(1_000, Math.round(8_000 * scale))
   const iterations = Math.max(1, Math.round(5 * scale))
   const perIteration = 1_000 + deadlines.settleMs + 100
   const worstIteration = 1_000 + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs
@@ -449,7 +456,7 @@ export const demoScenarios = (totalMs: number, deadlines: Deadlines = defaultDea
     {
       id: "storm",
       title: "interruption storm",
-      description: `pool of 4, 16 fibers running short transactions for ${(stormMs / 1000).toFixed(0)} s, 30 % interrupted at random moments`,
+      description: `pool of 4, 16 fibers running short transactions and statements for ${(stormMs / 1000).toFixed(0)} s, 30 % interrupted at random moments`,
       connections: 4,
       plannedMs: stormMs + deadlines.settleMs + 200,
       limitMs: stormMs + deadlines.interruptMs + deadlines.probeMs * 2 + deadlines.settleMs + 5_000,

@@ -77,7 +77,9 @@ export const parseTarget = (url: string | undefined): Effect.Effect<Target, CliE
       )
     }
     const invalid = (why: string) =>
-      Effect.fail(new CliError({ kind: "usage", message: `invalid database URL ${redactUrl(url)}: ${why}; ${USAGE_HINT}` }))
+      Effect.fail(
+        new CliError({ kind: "usage", message: `invalid database URL ${redactUrl(url)}: ${why}; ${USAGE_HINT}` })
+      )
     if (!/^postgres(ql)?:\/\//i.test(url)) return invalid("it must start with postgres:// or postgresql://")
     let parsed: ReturnType<typeof parseConnectionString>
     try {
@@ -312,8 +314,7 @@ export const observer = (
     const query = <A>(text: string, values?: ReadonlyArray<unknown>) =>
       Effect.tryPromise({
         try: () => client.query(text, values === undefined ? undefined : [...values]),
-        catch: (error) =>
-          new CliError({ kind: "server", message: `the observer session failed: ${messageOf(error)}` })
+        catch: (error) => new CliError({ kind: "server", message: `the observer session failed: ${messageOf(error)}` })
       }).pipe(Effect.map((result) => result.rows as Array<A>))
     const backends = (app: string) =>
       query<{ pid: number; state: string | null; query: string | null }>(
