@@ -17,6 +17,7 @@ import * as Str from "effect/String"
 import { WardenClient, WardenPool } from "../src/index.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
+import { isRunningSleep, waitForBackends } from "./support/warden.js"
 
 const url = inject("databaseUrl")
 
@@ -219,12 +220,7 @@ describe("WardenClient as SqlClient/PgClient", () => {
         const scope = yield* Scope.make()
         const connection = yield* Scope.extend(sql.reserve, scope)
         const running = yield* Effect.forkDaemon(connection.execute("select pg_sleep(10)", [], undefined))
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
-          )
-        )
+        yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep))
         const queued = yield* Effect.forkDaemon(connection.execute("select 1", [], undefined))
         yield* Effect.sleep("20 millis")
         yield* Scope.close(scope, Exit.void)
@@ -233,12 +229,7 @@ describe("WardenClient as SqlClient/PgClient", () => {
         )
         expect(Exit.isFailure(first)).toBe(true)
         expect(Exit.isFailure(second)).toBe(true)
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => bs.every((b) => b.state === "idle")
-          )
-        )
+        yield* waitForBackends(admin, app, (bs) => bs.every((b) => b.state === "idle"))
       })
     )
   )
@@ -271,20 +262,9 @@ describe("WardenClient as SqlClient/PgClient", () => {
           expect(Chunk.toReadonlyArray(first).map((r: any) => r.g)).toEqual([1, 2, 3, 4, 5])
           // A stream whose statement is slow on the server, interrupted while it waits for rows.
           const fiber = yield* sql`select pg_sleep(10), 1 as x`.stream.pipe(Stream.runCollect, Effect.fork)
-          yield* Effect.promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
-            )
-          )
+          yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep))
           yield* Fiber.interrupt(fiber)
-          yield* Effect.promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.every((b) => b.state === "idle"),
-              { timeoutMs: 5000 }
-            )
-          )
+          yield* waitForBackends(admin, app, (bs) => bs.every((b) => b.state === "idle"), { timeoutMs: 5000 })
           expect(yield* sql`select 1 as ok`).toEqual([{ ok: 1 }])
           const audit = yield* pool.audit
           expect(audit.ok).toBe(true)
@@ -298,22 +278,12 @@ describe("WardenClient as SqlClient/PgClient", () => {
       Effect.gen(function* () {
         const fiber = yield* sql.listen("warden_channel").pipe(Stream.take(2), Stream.runCollect, Effect.fork)
         // wait until the LISTEN session is on the server
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => bs.some((b) => b.query.startsWith("LISTEN"))
-          )
-        )
+        yield* waitForBackends(admin, app, (bs) => bs.some((b) => b.query.startsWith("LISTEN")))
         yield* sql.notify("warden_channel", "one")
         yield* sql.notify("warden_channel", "two")
         const got = yield* Fiber.join(fiber)
         expect(Chunk.toReadonlyArray(got)).toEqual(["one", "two"])
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => !bs.some((b) => b.query.startsWith("LISTEN"))
-          )
-        )
+        yield* waitForBackends(admin, app, (bs) => !bs.some((b) => b.query.startsWith("LISTEN")))
       })
     )
   )

@@ -6,153 +6,124 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, inject, it } from "@effect/vitest"
-import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import pg from "pg"
 import { WardenClient, WardenPool } from "../src/index.js"
-import { Admin, uniqueAppName } from "./support/admin.js"
+import { type Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 import { startProxy } from "./support/proxy.js"
+import {
+  backendGone,
+  boundMs,
+  configFor,
+  isRunningSleep,
+  open,
+  proxyTarget,
+  scopedAdmin,
+  waitForBackends
+} from "./support/warden.js"
 
 const url = inject("databaseUrl")
-const target = (() => {
-  const parsed = new URL(url)
-  return { host: parsed.hostname || "127.0.0.1", port: Number(parsed.port || 5432) }
-})()
+
+/**
+ * Runs `body` with a fresh application name and an admin session, then waits until the server
+ * shows no backend under that name.
+ */
+const scenario = <E>(name: string, body: (app: string, admin: Admin) => Effect.Effect<void, E, Scope.Scope>) =>
+  Effect.gen(function* () {
+    const app = uniqueAppName(name)
+    const admin = yield* scopedAdmin(url)
+    yield* body(app, admin)
+    yield* Effect.promise(() => admin.waitForNoBackends(app))
+  }).pipe(Effect.scoped)
 
 describe("contract", () => {
   it.live("C4: a cancel that may land late is never handed to the next borrower", () =>
-    Effect.gen(function* () {
-      const app = uniqueAppName("c4")
-      const proxy = yield* Effect.acquireRelease(
-        Effect.promise(() => startProxy(target)),
-        (p) => Effect.promise(() => p.close())
-      )
-      const admin = yield* Effect.acquireRelease(
-        Effect.promise(() => Admin.connect(url)),
-        (a) => Effect.promise(() => a.close())
-      )
-      const layer = WardenClient.layer({
-        url: Redacted.make(proxy.rewrite(url)),
-        applicationName: app,
-        maxConnections: 1,
-        cancelTimeout: 3000,
-        drainTimeout: 3000
+    scenario("c4", (app, admin) =>
+      Effect.gen(function* () {
+        const proxy = yield* Effect.acquireRelease(
+          Effect.promise(() => startProxy(proxyTarget(url))),
+          (p) => Effect.promise(() => p.close())
+        )
+        const layer = WardenClient.layer({
+          url: Redacted.make(proxy.rewrite(url)),
+          applicationName: app,
+          maxConnections: 1,
+          cancelTimeout: 3000,
+          drainTimeout: 3000
+        })
+        yield* Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const pool = yield* WardenPool.WardenPool
+          const [{ pid: before }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+          // Every byte now takes 400 ms through the proxy, the CancelRequest included: the statement
+          // (200 ms on the server) finishes before the cancel reaches the server.
+          proxy.setMode("delay", { delayMs: 400 })
+          const fiber = yield* Effect.fork(sql`select pg_sleep(0.2)`)
+          yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep), { intervalMs: 5 })
+          yield* Fiber.interrupt(fiber)
+          proxy.setMode("pass")
+          const [{ pid: after }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+          expect(after).not.toBe(before)
+          const stats = yield* pool.stats
+          expect(stats.counters.terminated).toBeGreaterThanOrEqual(1)
+          // the old backend is gone from the server
+          yield* backendGone(admin, app, before)
+        }).pipe(Effect.provide(layer))
       })
-      yield* Effect.gen(function* () {
-        const sql = yield* SqlClient.SqlClient
-        const pool = yield* WardenPool.WardenPool
-        const [{ pid: before }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
-        // Every byte now takes 400 ms through the proxy, the CancelRequest included: the statement
-        // (200 ms on the server) finishes before the cancel reaches the server.
-        proxy.setMode("delay", { delayMs: 400 })
-        const fiber = yield* Effect.fork(sql`select pg_sleep(0.2)`)
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep")),
-            { intervalMs: 5 }
-          )
-        )
-        yield* Fiber.interrupt(fiber)
-        proxy.setMode("pass")
-        const [{ pid: after }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
-        expect(after).not.toBe(before)
-        const stats = yield* pool.stats
-        expect(stats.counters.terminated).toBeGreaterThanOrEqual(1)
-        // the old backend is gone from the server
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => bs.every((b) => b.pid !== before)
-          )
-        )
-      }).pipe(Effect.provide(layer))
-      yield* Effect.promise(() => admin.waitForNoBackends(app))
-    }).pipe(Effect.scoped)
+    )
   )
 
   it.live("C1/C2: interrupting again and closing the Layer while a release protocol runs both stay bounded", () =>
-    Effect.gen(function* () {
-      const app = uniqueAppName("release")
-      const admin = yield* Effect.acquireRelease(
-        Effect.promise(() => Admin.connect(url)),
-        (a) => Effect.promise(() => a.close())
-      )
-      const config = {
-        url: Redacted.make(url),
-        applicationName: app,
-        maxConnections: 1,
-        cancelTimeout: 300,
-        drainTimeout: 300,
-        rollbackTimeout: 300,
-        terminateTimeout: 300
-      }
-      const bound = Duration.toMillis(WardenClient.cleanupBound(config)) + 1500
-      const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(WardenClient.layer(config), scope)
-      const sql = Context.get(context, SqlClient.SqlClient)
-      const running = yield* Effect.forkDaemon(sql.withTransaction(sql`select pg_sleep(10)`))
-      const [backend] = yield* Effect.promise(() =>
-        admin.waitFor(
-          () => admin.backends(app),
-          (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
-        )
-      )
-      // A frozen backend never answers the cancel: the release protocol has to run to its deadlines.
-      admin.freeze(backend!.pid)
-      try {
-        const started = Date.now()
-        const first = yield* Effect.forkDaemon(Fiber.interrupt(running))
-        yield* Effect.sleep("50 millis") // the release protocol is now running
-        const second = yield* Effect.forkDaemon(Fiber.interrupt(running))
-        yield* Scope.close(scope, Exit.void)
-        yield* Fiber.join(first)
-        yield* Fiber.join(second)
-        expect(Date.now() - started).toBeLessThan(bound)
-      } finally {
-        admin.thaw(backend!.pid)
-      }
-      yield* Effect.promise(() => admin.waitForNoBackends(app))
-    }).pipe(Effect.scoped)
+    scenario("release", (app, admin) =>
+      Effect.gen(function* () {
+        const config = configFor(url, app, { maxConnections: 1 })
+        const bound = boundMs(config)
+        const { sql, close } = yield* open(config)
+        const running = yield* Effect.forkDaemon(sql.withTransaction(sql`select pg_sleep(10)`))
+        const [backend] = yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep))
+        // A frozen backend never answers the cancel: the release protocol has to run to its deadlines.
+        admin.freeze(backend!.pid)
+        try {
+          const started = Date.now()
+          const first = yield* Effect.forkDaemon(Fiber.interrupt(running))
+          yield* Effect.sleep("50 millis") // the release protocol is now running
+          const second = yield* Effect.forkDaemon(Fiber.interrupt(running))
+          yield* close
+          yield* Fiber.join(first)
+          yield* Fiber.join(second)
+          expect(Date.now() - started).toBeLessThan(bound)
+        } finally {
+          admin.thaw(backend!.pid)
+        }
+      })
+    )
   )
 
   it.live("C7: the audit reports a backend under the pool's name that the pool does not hold", () =>
-    Effect.gen(function* () {
-      const app = uniqueAppName("c7")
-      const admin = yield* Effect.acquireRelease(
-        Effect.promise(() => Admin.connect(url)),
-        (a) => Effect.promise(() => a.close())
-      )
-      yield* Effect.gen(function* () {
-        const pool = yield* WardenPool.WardenPool
-        const clean = yield* pool.audit
-        expect(clean.ok).toBe(true)
-        expect(clean.server.map((b) => b.pid).sort()).toEqual([...clean.pool.idle, ...clean.pool.leased].sort())
-        // A stranger using the pool's application_name: exactly what a leak looks like to the server.
-        const stranger = new pg.Client({ connectionString: url, application_name: app })
-        stranger.on("error", () => {})
-        yield* Effect.promise(() => stranger.connect())
-        const pid = (stranger as unknown as { processID: number }).processID
-        const leaked = yield* pool.audit
-        expect(leaked.ok).toBe(false)
-        expect(leaked.unknownToPool.map((b) => b.pid)).toEqual([pid])
-        yield* Effect.promise(() => stranger.end())
-        yield* Effect.promise(() =>
-          admin.waitFor(
-            () => admin.backends(app),
-            (bs) => bs.every((b) => b.pid !== pid)
-          )
-        )
-        expect((yield* pool.audit).ok).toBe(true)
-      }).pipe(Effect.provide(WardenClient.layer({ url: Redacted.make(url), applicationName: app })))
-      yield* Effect.promise(() => admin.waitForNoBackends(app))
-    }).pipe(Effect.scoped)
+    scenario("c7", (app, admin) =>
+      Effect.gen(function* () {
+        yield* Effect.gen(function* () {
+          const pool = yield* WardenPool.WardenPool
+          const clean = yield* pool.audit
+          expect(clean.ok).toBe(true)
+          expect(clean.server.map((b) => b.pid).sort()).toEqual([...clean.pool.idle, ...clean.pool.leased].sort())
+          // A stranger using the pool's application_name: exactly what a leak looks like to the server.
+          const stranger = new pg.Client({ connectionString: url, application_name: app })
+          stranger.on("error", () => {})
+          yield* Effect.promise(() => stranger.connect())
+          const pid = (stranger as unknown as { processID: number }).processID
+          const leaked = yield* pool.audit
+          expect(leaked.ok).toBe(false)
+          expect(leaked.unknownToPool.map((b) => b.pid)).toEqual([pid])
+          yield* Effect.promise(() => stranger.end())
+          yield* backendGone(admin, app, pid)
+          expect((yield* pool.audit).ok).toBe(true)
+        }).pipe(Effect.provide(WardenClient.layer({ url: Redacted.make(url), applicationName: app })))
+      })
+    )
   )
 })

@@ -3,63 +3,36 @@
  * reused), and every failing Layer build fails with a typed `SqlError` and leaves no backend.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import { SqlError } from "@effect/sql/SqlError"
+import type { SqlError } from "@effect/sql/SqlError"
 import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vitest"
-import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import pg from "pg"
 import * as WardenClient from "../src/WardenClient.js"
 import * as WardenError from "../src/WardenError.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
-import { findFreePort, type PrivateServer, startPrivateServer } from "./support/embedded.js"
+import { findFreePort, type PrivateServer } from "./support/embedded.js"
+import {
+  backendPid,
+  configFor as configForUrl,
+  expectSqlError,
+  promise,
+  safeJson,
+  scopedAdmin,
+  scopedPrivateServer
+} from "./support/warden.js"
 
 const databaseUrl = inject("databaseUrl")
 
-const deadlines = {
-  cancelTimeout: 300,
-  drainTimeout: 300,
-  rollbackTimeout: 300,
-  terminateTimeout: 300
-} as const
-
+/** `configFor` with a 5 s connect timeout unless `extra` says otherwise. */
 const configFor = (
   url: string,
   applicationName: string,
   extra: Partial<WardenClient.WardenClientConfig> = {}
-): WardenClient.WardenClientConfig => ({
-  url: Redacted.make(url),
-  applicationName,
-  connectTimeout: 5_000,
-  ...deadlines,
-  ...extra
-})
-
-const promise = <A>(f: () => Promise<A>): Effect.Effect<A> => Effect.promise(f)
-
-const safeJson = (value: unknown): string => {
-  try {
-    return JSON.stringify(value) ?? String(value)
-  } catch {
-    return String(value)
-  }
-}
-
-/** The failure of an exit, asserting it is a typed `SqlError` (not a defect, not an interruption). */
-const expectSqlError = <A>(exit: Exit.Exit<A, unknown>): SqlError => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got success: ${safeJson(exit.value)}`)
-  expect(Cause.isDie(exit.cause), `defect instead of a typed error: ${Cause.pretty(exit.cause)}`).toBe(false)
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isNone(failure)) throw new Error(`expected a typed failure, got: ${Cause.pretty(exit.cause)}`)
-  expect(failure.value).toBeInstanceOf(SqlError)
-  return failure.value as SqlError
-}
+): WardenClient.WardenClientConfig => configForUrl(url, applicationName, { connectTimeout: 5_000, ...extra })
 
 /** Builds the Layer in the test's scope and returns its `SqlClient`. */
 const clientOf = (config: WardenClient.WardenClientConfig): Effect.Effect<SqlClient.SqlClient, SqlError, Scope.Scope> =>
@@ -68,9 +41,6 @@ const clientOf = (config: WardenClient.WardenClientConfig): Effect.Effect<SqlCli
 /** Builds (and closes) the Layer; the build must fail with a typed `SqlError`, which is returned. */
 const buildFailure = (config: WardenClient.WardenClientConfig): Effect.Effect<SqlError> =>
   Effect.map(Effect.exit(Effect.scoped(clientOf(config))), expectSqlError)
-
-const backendPid = (sql: SqlClient.SqlClient) =>
-  Effect.map(sql<{ pid: number }>`select pg_backend_pid() as pid`, (rows) => rows[0]!.pid)
 
 const withUrl = (url: string, change: (parsed: URL) => void): string => {
   const parsed = new URL(url)
@@ -187,15 +157,9 @@ describe("typed errors", () => {
             let url = databaseUrl
             let on = admin
             if (!(yield* promise(() => rejectsWrongPassword(databaseUrl)))) {
-              const server: PrivateServer = yield* Effect.acquireRelease(
-                promise(() => startPrivateServer()),
-                (s) => promise(() => s.dispose())
-              )
+              const server: PrivateServer = yield* scopedPrivateServer
               url = server.url
-              on = yield* Effect.acquireRelease(
-                promise(() => Admin.connect(server.url)),
-                (a) => promise(() => a.close())
-              )
+              on = yield* scopedAdmin(server.url)
               expect(yield* promise(() => rejectsWrongPassword(url))).toBe(true)
             }
             const app = uniqueAppName("err-password")

@@ -3,144 +3,39 @@
  * resets, server restarts, interruption while connecting and Layer shutdown under load.
  * Every test checks the server's own view (pg_stat_activity by application_name).
  */
-import * as SqlClient from "@effect/sql/SqlClient"
-import { SqlError } from "@effect/sql/SqlError"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vitest"
-import * as Cause from "effect/Cause"
-import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import * as WardenClient from "../src/WardenClient.js"
 import * as WardenError from "../src/WardenError.js"
-import * as WardenPool from "../src/WardenPool.js"
-import { Admin, type Backend, uniqueAppName } from "./support/admin.js"
+import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
-import { startPrivateServer } from "./support/embedded.js"
 import { type FaultProxy, startProxy } from "./support/proxy.js"
+import {
+  backendGone,
+  backendPid,
+  boundMs,
+  configFor,
+  eventually,
+  expectSqlError,
+  MARGIN_MS,
+  open,
+  promise,
+  proxyTarget,
+  runningSleep,
+  scopedAdmin,
+  scopedPrivateServer,
+  thawQuietly,
+  waitForBackends
+} from "./support/warden.js"
 
 const databaseUrl = inject("databaseUrl")
-
-const target = (() => {
-  const url = new URL(databaseUrl)
-  return { host: url.hostname === "" ? "127.0.0.1" : url.hostname, port: url.port === "" ? 5432 : Number(url.port) }
-})()
-
-/** Short cleanup deadlines, so that fault tests run quickly. */
-const deadlines = {
-  cancelTimeout: 300,
-  drainTimeout: 300,
-  rollbackTimeout: 300,
-  terminateTimeout: 300
-} as const
-
-const MARGIN_MS = 1_500
-
-const configFor = (
-  url: string,
-  applicationName: string,
-  extra: Partial<WardenClient.WardenClientConfig> = {}
-): WardenClient.WardenClientConfig => ({
-  url: Redacted.make(url),
-  applicationName,
-  ...deadlines,
-  ...extra
-})
-
-const boundMs = (config: WardenClient.WardenClientConfig): number =>
-  Duration.toMillis(WardenClient.cleanupBound(config)) + MARGIN_MS
-
-interface Opened {
-  readonly sql: SqlClient.SqlClient
-  readonly pool: WardenPool.WardenPool
-  /** Closes the Layer's scope (idempotent). */
-  readonly close: Effect.Effect<void>
-}
-
-/** Builds the Layer in its own scope, closed at the latest when the test's scope closes. */
-const open = (config: WardenClient.WardenClientConfig): Effect.Effect<Opened, SqlError, Scope.Scope> =>
-  Effect.gen(function* () {
-    const scope = yield* Scope.make()
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const context = yield* Layer.buildWithScope(WardenClient.layer(config), scope)
-    return {
-      sql: Context.get(context, SqlClient.SqlClient),
-      pool: Context.get(context, WardenPool.WardenPool),
-      close: Scope.close(scope, Exit.void)
-    }
-  })
-
-const promise = <A>(f: () => Promise<A>): Effect.Effect<A> => Effect.promise(f)
-
-const backendPid = (sql: SqlClient.SqlClient) =>
-  Effect.map(sql<{ pid: number }>`select pg_backend_pid() as pid`, (rows) => rows[0]!.pid)
-
-/** Polls an effect until `predicate` holds; dies with `message` and the last value otherwise. */
-const eventually = <A, E>(
-  probe: Effect.Effect<A, E>,
-  predicate: (value: A) => boolean,
-  message: string,
-  timeoutMs = 10_000
-): Effect.Effect<A> =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + timeoutMs
-    let last: unknown
-    for (;;) {
-      const result = yield* Effect.either(probe)
-      if (result._tag === "Right") {
-        last = result.right
-        if (predicate(result.right)) return result.right
-      } else {
-        last = result.left
-      }
-      if (Date.now() >= deadline) {
-        return yield* Effect.dieMessage(`timed out after ${timeoutMs} ms: ${message} (last: ${String(safeJson(last))})`)
-      }
-      yield* Effect.sleep(Duration.millis(25))
-    }
-  })
-
-const safeJson = (value: unknown): string => {
-  try {
-    return JSON.stringify(value) ?? String(value)
-  } catch {
-    return String(value)
-  }
-}
-
-/** The failure of an exit, asserting it is a typed `SqlError` (not a defect, not an interruption). */
-const expectSqlError = <A>(exit: Exit.Exit<A, unknown>): SqlError => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got success: ${safeJson(exit.value)}`)
-  expect(Cause.isDie(exit.cause), `defect instead of a typed error: ${Cause.pretty(exit.cause)}`).toBe(false)
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isNone(failure)) throw new Error(`expected a typed failure, got: ${Cause.pretty(exit.cause)}`)
-  expect(failure.value).toBeInstanceOf(SqlError)
-  return failure.value as SqlError
-}
-
-/** SIGCONT, tolerating a process that already exited. */
-const thawQuietly = (admin: Admin, pid: number): void => {
-  try {
-    admin.thaw(pid)
-  } catch {
-    // already gone
-  }
-}
-
-const runningSleep = (admin: Admin, app: string, count = 1): Effect.Effect<ReadonlyArray<Backend>> =>
-  promise(() =>
-    admin.waitFor(
-      async () => (await admin.backends(app)).filter((b) => b.state === "active" && b.query.includes("pg_sleep")),
-      (bs) => bs.length >= count,
-      { message: `${count} backend(s) running pg_sleep for ${app}` }
-    )
-  )
 
 describe("faults", () => {
   let admin: Admin
@@ -148,7 +43,7 @@ describe("faults", () => {
 
   beforeAll(async () => {
     admin = await Admin.connect(databaseUrl)
-    proxy = await startProxy(target)
+    proxy = await startProxy(proxyTarget(databaseUrl))
   })
 
   afterAll(async () => {
@@ -160,6 +55,71 @@ describe("faults", () => {
     proxy.setMode("pass")
     proxy.reset()
   })
+
+  /** Waits until the server shows no backend for `app`. */
+  const noBackends = (app: string, timeoutMs?: number) => promise(() => admin.waitForNoBackends(app, timeoutMs))
+
+  /** A table `warden_faults_…` named after `app`, dropped when the test's scope closes. */
+  const scratchTable = (app: string): Effect.Effect<string, never, Scope.Scope> => {
+    const table = `warden_faults_${app.slice(-12)}`
+    return Effect.as(
+      Effect.acquireRelease(
+        promise(() => admin.query(`create table ${table} (id int primary key)`)),
+        () => promise(() => admin.query(`drop table if exists ${table}`))
+      ),
+      table
+    )
+  }
+
+  /** The number of rows committed to `table`, read by the admin session. */
+  const committedRows = (table: string) =>
+    Effect.map(
+      promise(() => admin.query<{ n: number }>(`select count(*)::int as n from ${table}`)),
+      (rows) => rows[0]!.n
+    )
+
+  /** Forks a transaction that inserts a row into `table` and then never ends; returns once the insert ran. */
+  const insertThenHang = (sql: SqlClient.SqlClient, table: string) =>
+    Effect.gen(function* () {
+      const inserted = yield* Deferred.make<void>()
+      const fiber = yield* Effect.fork(
+        Effect.exit(
+          sql.withTransaction(
+            sql`insert into ${sql(table)} (id) values (1)`.pipe(
+              Effect.zipRight(Deferred.succeed(inserted, undefined)),
+              Effect.zipRight(Effect.never)
+            )
+          )
+        )
+      )
+      yield* Deferred.await(inserted)
+      return fiber
+    })
+
+  /**
+   * Through the proxy: runs `pg_sleep(10)`, blackholes the network and interrupts the statement
+   * (`check` gets how long that took), then lets traffic pass and expects the server to end the
+   * backend and the Layer to close leaving nothing.
+   */
+  const blackholeDuringStatement = (
+    app: string,
+    config: WardenClient.WardenClientConfig,
+    check: (elapsed: Duration.Duration) => void
+  ) =>
+    Effect.gen(function* () {
+      const { close, sql } = yield* open(config)
+      const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
+      yield* runningSleep(admin, app)
+
+      proxy.setMode("blackhole")
+      const [elapsed] = yield* Effect.timed(Fiber.interrupt(fiber))
+      check(elapsed)
+
+      proxy.setMode("pass")
+      yield* noBackends(app, 10_000)
+      yield* close
+      yield* noBackends(app, 5_000)
+    })
 
   describe("backend killed with pg_terminate_backend", () => {
     it.live(
@@ -173,12 +133,7 @@ describe("faults", () => {
             expect((yield* promise(() => admin.backends(app))).map((b) => b.pid)).toEqual([pid1])
 
             expect(yield* promise(() => admin.terminate(pid1))).toBe(true)
-            yield* promise(() =>
-              admin.waitFor(
-                () => admin.backends(app),
-                (bs) => bs.every((b) => b.pid !== pid1)
-              )
-            )
+            yield* backendGone(admin, app, pid1)
             // The driver's 'error'/'end' event reached the pool (and did not crash the process).
             yield* eventually(pool.stats, (s) => s.counters.lostWhileIdle >= 1, "pool noticed the lost idle session")
 
@@ -188,7 +143,7 @@ describe("faults", () => {
             expect((yield* eventually(pool.audit, (r) => r.ok, "audit ok")).ok).toBe(true)
 
             yield* close
-            yield* promise(() => admin.waitForNoBackends(app, 5_000))
+            yield* noBackends(app, 5_000)
           })
         ),
       30_000
@@ -214,15 +169,10 @@ describe("faults", () => {
             const pid2 = yield* backendPid(sql)
             expect(pid2).not.toBe(busy!.pid)
             yield* eventually(pool.audit, (r) => r.ok, "audit ok after the kill")
-            yield* promise(() =>
-              admin.waitFor(
-                () => admin.backends(app),
-                (bs) => bs.every((b) => b.pid !== busy!.pid)
-              )
-            )
+            yield* backendGone(admin, app, busy!.pid)
 
             yield* close
-            yield* promise(() => admin.waitForNoBackends(app, 5_000))
+            yield* noBackends(app, 5_000)
           })
         ),
       30_000
@@ -249,13 +199,7 @@ describe("faults", () => {
           expect(Duration.toMillis(elapsed)).toBeLessThan(boundMs(config))
 
           thawQuietly(admin, pid)
-          yield* promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.every((b) => b.pid !== pid),
-              { message: `frozen backend ${pid} still present after thaw` }
-            )
-          )
+          yield* backendGone(admin, app, pid, `frozen backend ${pid} still present after thaw`)
           const stats = yield* pool.stats
           expect(stats.counters.terminated).toBeGreaterThanOrEqual(1)
           expect(stats.total).toBeLessThanOrEqual(1)
@@ -263,7 +207,7 @@ describe("faults", () => {
           // The pool is still usable afterwards.
           expect(yield* backendPid(sql)).not.toBe(pid)
           yield* close
-          yield* promise(() => admin.waitForNoBackends(app, 5_000))
+          yield* noBackends(app, 5_000)
         })
       ),
     30_000
@@ -277,40 +221,21 @@ describe("faults", () => {
           Effect.gen(function* () {
             yield* resetProxy
             const app = uniqueAppName("blackhole-tx")
-            const table = `warden_faults_${app.slice(-12)}`
-            yield* Effect.acquireRelease(
-              promise(() => admin.query(`create table ${table} (id int primary key)`)),
-              () => promise(() => admin.query(`drop table if exists ${table}`))
-            )
+            const table = yield* scratchTable(app)
             const config = configFor(proxy.rewrite(databaseUrl), app, { maxConnections: 1 })
             const { sql, close } = yield* open(config)
-            const inserted = yield* Deferred.make<void>()
-            const fiber = yield* Effect.fork(
-              sql.withTransaction(
-                sql`insert into ${sql(table)} (id) values (1)`.pipe(
-                  Effect.zipRight(Deferred.succeed(inserted, undefined)),
-                  Effect.zipRight(Effect.never)
-                )
-              )
-            )
-            yield* Deferred.await(inserted)
-            yield* promise(() =>
-              admin.waitFor(
-                () => admin.backends(app),
-                (bs) => bs.some((b) => b.state === "idle in transaction")
-              )
-            )
+            const fiber = yield* insertThenHang(sql, table)
+            yield* waitForBackends(admin, app, (bs) => bs.some((b) => b.state === "idle in transaction"))
 
             proxy.setMode("blackhole")
             const [elapsed] = yield* Effect.timed(Fiber.interrupt(fiber))
             expect(Duration.toMillis(elapsed)).toBeLessThan(boundMs(config))
 
             proxy.setMode("pass")
-            yield* promise(() => admin.waitForNoBackends(app, 10_000))
-            const rows = yield* promise(() => admin.query<{ n: number }>(`select count(*)::int as n from ${table}`))
-            expect(rows[0]!.n).toBe(0)
+            yield* noBackends(app, 10_000)
+            expect(yield* committedRows(table)).toBe(0)
             yield* close
-            yield* promise(() => admin.waitForNoBackends(app, 5_000))
+            yield* noBackends(app, 5_000)
           })
         ),
       30_000
@@ -324,18 +249,9 @@ describe("faults", () => {
             yield* resetProxy
             const app = uniqueAppName("blackhole-stmt")
             const config = configFor(proxy.rewrite(databaseUrl), app, { maxConnections: 1 })
-            const { close, sql } = yield* open(config)
-            const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
-            yield* runningSleep(admin, app)
-
-            proxy.setMode("blackhole")
-            const [elapsed] = yield* Effect.timed(Fiber.interrupt(fiber))
-            expect(Duration.toMillis(elapsed)).toBeLessThan(boundMs(config))
-
-            proxy.setMode("pass")
-            yield* promise(() => admin.waitForNoBackends(app, 10_000))
-            yield* close
-            yield* promise(() => admin.waitForNoBackends(app, 5_000))
+            yield* blackholeDuringStatement(app, config, (elapsed) => {
+              expect(Duration.toMillis(elapsed)).toBeLessThan(boundMs(config))
+            })
           })
         ),
       30_000
@@ -355,21 +271,12 @@ describe("faults", () => {
             rollbackTimeout: 100,
             terminateTimeout: 3_000
           })
-          const { close, sql } = yield* open(config)
-          const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
-          yield* runningSleep(admin, app)
-
-          proxy.setMode("blackhole")
-          const [elapsed] = yield* Effect.timed(Fiber.interrupt(fiber))
-          expect(
-            Duration.toMillis(elapsed),
-            `interruption took ${Math.round(Duration.toMillis(elapsed))} ms; cleanupBound is ${Duration.toMillis(WardenClient.cleanupBound(config))} ms`
-          ).toBeLessThan(boundMs(config))
-
-          proxy.setMode("pass")
-          yield* promise(() => admin.waitForNoBackends(app, 10_000))
-          yield* close
-          yield* promise(() => admin.waitForNoBackends(app, 5_000))
+          yield* blackholeDuringStatement(app, config, (elapsed) => {
+            expect(
+              Duration.toMillis(elapsed),
+              `interruption took ${Math.round(Duration.toMillis(elapsed))} ms; cleanupBound is ${Duration.toMillis(WardenClient.cleanupBound(config))} ms`
+            ).toBeLessThan(boundMs(config))
+          })
         })
       ),
     30_000
@@ -393,16 +300,12 @@ describe("faults", () => {
 
           const pid2 = yield* backendPid(sql)
           expect(pid2).not.toBe(busy!.pid)
-          yield* promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.length === 1 && bs[0]!.pid === pid2,
-              { message: "the reset backend is gone and only the new one remains" }
-            )
-          )
+          yield* waitForBackends(admin, app, (bs) => bs.length === 1 && bs[0]!.pid === pid2, {
+            message: "the reset backend is gone and only the new one remains"
+          })
           yield* eventually(pool.audit, (r) => r.ok, "audit ok after the reset")
           yield* close
-          yield* promise(() => admin.waitForNoBackends(app, 5_000))
+          yield* noBackends(app, 5_000)
         })
       ),
     30_000
@@ -413,28 +316,15 @@ describe("faults", () => {
     () =>
       Effect.scoped(
         Effect.gen(function* () {
-          const server = yield* Effect.acquireRelease(
-            promise(() => startPrivateServer()),
-            (s) => promise(() => s.dispose())
-          )
+          const server = yield* scopedPrivateServer
           const app = uniqueAppName("restart")
-          const privateAdmin = (url: string) =>
-            Effect.acquireRelease(
-              promise(() => Admin.connect(url)),
-              (a) => promise(() => a.close())
-            )
-
           const { sql, close } = yield* open(
             configFor(server.url, app, { maxConnections: 3, minConnections: 2, connectTimeout: 2_000 })
           )
-          const before = yield* privateAdmin(server.url)
-          yield* promise(() =>
-            before.waitFor(
-              () => before.backends(app),
-              (bs) => bs.length === 2,
-              { message: "min connections open before the restart" }
-            )
-          )
+          const before = yield* scopedAdmin(server.url)
+          yield* waitForBackends(before, app, (bs) => bs.length === 2, {
+            message: "min connections open before the restart"
+          })
           yield* promise(() => before.close())
 
           yield* promise(() => server.restart())
@@ -457,7 +347,7 @@ describe("faults", () => {
           yield* sql`select 1`
           yield* sql`select 1`
 
-          const after = yield* privateAdmin(server.url)
+          const after = yield* scopedAdmin(server.url)
           expect(yield* promise(() => after.count(app))).toBeGreaterThanOrEqual(1)
           yield* close
           yield* promise(() => after.waitForNoBackends(app, 5_000))
@@ -477,7 +367,7 @@ describe("faults", () => {
             const { sql, pool, close } = yield* open(configFor(proxy.rewrite(databaseUrl), app, { maxConnections: 1 }))
             const pid = yield* backendPid(sql)
             expect(yield* promise(() => admin.terminate(pid))).toBe(true)
-            yield* promise(() => admin.waitForNoBackends(app))
+            yield* noBackends(app)
             yield* eventually(pool.stats, (s) => s.total === 0, "pool dropped the killed idle session")
             yield* eventually(
               Effect.sync(() => proxy.connections()),
@@ -499,7 +389,7 @@ describe("faults", () => {
             proxy.setMode("pass")
             const [closing] = yield* Effect.timed(close)
             expect(Duration.toMillis(closing)).toBeLessThan(boundMs(configFor(databaseUrl, app)))
-            yield* promise(() => admin.waitForNoBackends(app, 5_000))
+            yield* noBackends(app, 5_000)
           })
         ),
       30_000
@@ -525,7 +415,7 @@ describe("faults", () => {
             expect(["ConnectTimeout", "ConnectFailed"]).toContain(reason)
             expect(Duration.toMillis(elapsed)).toBeLessThan(500 + MARGIN_MS)
             proxy.setMode("pass")
-            yield* promise(() => admin.waitForNoBackends(app, 5_000))
+            yield* noBackends(app, 5_000)
           })
         ),
       30_000
@@ -545,7 +435,7 @@ describe("faults", () => {
 
           const [elapsed] = yield* Effect.timed(close)
           expect(Duration.toMillis(elapsed)).toBeLessThan(boundMs(config))
-          yield* promise(() => admin.waitForNoBackends(app, 2_000))
+          yield* noBackends(app, 2_000)
 
           const [joining, exits] = yield* Effect.timed(Effect.forEach(fibers, Fiber.join))
           expect(Duration.toMillis(joining)).toBeLessThan(boundMs(config))
@@ -562,25 +452,10 @@ describe("faults", () => {
         Effect.gen(function* () {
           yield* resetProxy
           const app = uniqueAppName("shutdown-blackhole")
-          const table = `warden_faults_${app.slice(-12)}`
-          yield* Effect.acquireRelease(
-            promise(() => admin.query(`create table ${table} (id int primary key)`)),
-            () => promise(() => admin.query(`drop table if exists ${table}`))
-          )
+          const table = yield* scratchTable(app)
           const config = configFor(proxy.rewrite(databaseUrl), app, { maxConnections: 2 })
           const { sql, close } = yield* open(config)
-          const inserted = yield* Deferred.make<void>()
-          const inTx = yield* Effect.fork(
-            Effect.exit(
-              sql.withTransaction(
-                sql`insert into ${sql(table)} (id) values (1)`.pipe(
-                  Effect.zipRight(Deferred.succeed(inserted, undefined)),
-                  Effect.zipRight(Effect.never)
-                )
-              )
-            )
-          )
-          yield* Deferred.await(inserted)
+          const inTx = yield* insertThenHang(sql, table)
           const sleeping = yield* Effect.fork(Effect.exit(sql`select pg_sleep(10)`))
           yield* runningSleep(admin, app)
 
@@ -590,14 +465,11 @@ describe("faults", () => {
           expectSqlError(yield* Fiber.join(sleeping))
 
           proxy.setMode("pass")
-          yield* promise(() => admin.waitForNoBackends(app, 10_000))
-          const rows = yield* promise(() => admin.query<{ n: number }>(`select count(*)::int as n from ${table}`))
-          expect(rows[0]!.n).toBe(0)
+          yield* noBackends(app, 10_000)
+          expect(yield* committedRows(table)).toBe(0)
           // the fiber that outlived the Layer never commits
           yield* Fiber.interrupt(inTx)
-          expect(
-            (yield* promise(() => admin.query<{ n: number }>(`select count(*)::int as n from ${table}`)))[0]!.n
-          ).toBe(0)
+          expect(yield* committedRows(table)).toBe(0)
         })
       ),
     30_000

@@ -3,128 +3,45 @@
  * hand-off, min connections and idle retirement, max lifetime, audit and release counters.
  * Every test checks the server's own view (pg_stat_activity by application_name).
  */
-import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
-import { SqlError } from "@effect/sql/SqlError"
+import type { SqlError } from "@effect/sql/SqlError"
 import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vitest"
-import * as Cause from "effect/Cause"
-import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
-import * as Redacted from "effect/Redacted"
-import * as Scope from "effect/Scope"
-import * as WardenClient from "../src/WardenClient.js"
+import type * as WardenClient from "../src/WardenClient.js"
 import * as WardenError from "../src/WardenError.js"
-import * as WardenPool from "../src/WardenPool.js"
 import { Admin, type Backend, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
+import {
+  backendGone,
+  backendPid,
+  configFor as configForUrl,
+  eventually,
+  expectSqlError,
+  open,
+  promise,
+  runningSleep,
+  thawQuietly,
+  waitForBackends
+} from "./support/warden.js"
 
 const databaseUrl = inject("databaseUrl")
 
-const deadlines = {
-  cancelTimeout: 300,
-  drainTimeout: 300,
-  rollbackTimeout: 300,
-  terminateTimeout: 300
-} as const
-
+/** `configFor` on the shared server. */
 const configFor = (
   applicationName: string,
   extra: Partial<WardenClient.WardenClientConfig> = {}
-): WardenClient.WardenClientConfig => ({
-  url: Redacted.make(databaseUrl),
-  applicationName,
-  ...deadlines,
-  ...extra
-})
-
-interface Opened {
-  readonly sql: SqlClient.SqlClient
-  readonly pool: WardenPool.WardenPool
-  /** Closes the Layer's scope (idempotent). */
-  readonly close: Effect.Effect<void>
-}
-
-/** Builds the Layer in its own scope, closed at the latest when the test's scope closes. */
-const open = (config: WardenClient.WardenClientConfig): Effect.Effect<Opened, SqlError, Scope.Scope> =>
-  Effect.gen(function* () {
-    const scope = yield* Scope.make()
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const context = yield* Layer.buildWithScope(WardenClient.layer(config), scope)
-    return {
-      sql: Context.get(context, SqlClient.SqlClient),
-      pool: Context.get(context, WardenPool.WardenPool),
-      close: Scope.close(scope, Exit.void)
-    }
-  })
-
-const promise = <A>(f: () => Promise<A>): Effect.Effect<A> => Effect.promise(f)
-
-const backendPid = (sql: SqlClient.SqlClient) =>
-  Effect.map(sql<{ pid: number }>`select pg_backend_pid() as pid`, (rows) => rows[0]!.pid)
+): WardenClient.WardenClientConfig => configForUrl(databaseUrl, applicationName, extra)
 
 const connectionPid = (connection: Connection) =>
   Effect.map(
     connection.execute("select pg_backend_pid() as pid", [], undefined),
     (rows) => (rows[0] as any).pid as number
   )
-
-const safeJson = (value: unknown): string => {
-  try {
-    return JSON.stringify(value) ?? String(value)
-  } catch {
-    return String(value)
-  }
-}
-
-/** Polls an effect until `predicate` holds; dies with `message` and the last value otherwise. */
-const eventually = <A, E>(
-  probe: Effect.Effect<A, E>,
-  predicate: (value: A) => boolean,
-  message: string,
-  timeoutMs = 10_000
-): Effect.Effect<A> =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + timeoutMs
-    let last: unknown
-    for (;;) {
-      const result = yield* Effect.either(probe)
-      if (result._tag === "Right") {
-        last = result.right
-        if (predicate(result.right)) return result.right
-      } else {
-        last = result.left
-      }
-      if (Date.now() >= deadline) {
-        return yield* Effect.dieMessage(`timed out after ${timeoutMs} ms: ${message} (last: ${safeJson(last)})`)
-      }
-      yield* Effect.sleep(Duration.millis(25))
-    }
-  })
-
-/** The failure of an exit, asserting it is a typed `SqlError` (not a defect, not an interruption). */
-const expectSqlError = <A>(exit: Exit.Exit<A, unknown>): SqlError => {
-  if (Exit.isSuccess(exit)) throw new Error(`expected a failure, got success: ${safeJson(exit.value)}`)
-  expect(Cause.isDie(exit.cause), `defect instead of a typed error: ${Cause.pretty(exit.cause)}`).toBe(false)
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isNone(failure)) throw new Error(`expected a typed failure, got: ${Cause.pretty(exit.cause)}`)
-  expect(failure.value).toBeInstanceOf(SqlError)
-  return failure.value as SqlError
-}
-
-/** SIGCONT, tolerating a process that already exited. */
-const thawQuietly = (admin: Admin, pid: number): void => {
-  try {
-    admin.thaw(pid)
-  } catch {
-    // already gone
-  }
-}
 
 interface Holder {
   readonly fiber: Fiber.RuntimeFiber<void, SqlError>
@@ -167,6 +84,14 @@ describe("pool", () => {
 
   const serverBackends = (app: string): Effect.Effect<Array<Backend>> => promise(() => admin.backends(app))
   const noBackends = (app: string, timeoutMs = 5_000) => promise(() => admin.waitForNoBackends(app, timeoutMs))
+  /** Waits until exactly one of `app`'s backends is active; returns it (a one-element array). */
+  const oneActive = (app: string): Effect.Effect<Array<Backend>> =>
+    promise(() =>
+      admin.waitFor(
+        async () => (await admin.backends(app)).filter((b) => b.state === "active"),
+        (bs) => bs.length === 1
+      )
+    )
 
   it.live(
     "acquire timeout: typed AcquireTimeout whose message carries the pool snapshot",
@@ -348,13 +273,9 @@ describe("pool", () => {
           // a minimum connection killed by the server is replaced
           const [victim] = yield* serverBackends(app)
           expect(yield* promise(() => admin.terminate(victim!.pid))).toBe(true)
-          yield* promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.length === 2 && bs.every((b) => b.pid !== victim!.pid),
-              { message: "killed minimum connection replaced" }
-            )
-          )
+          yield* waitForBackends(admin, app, (bs) => bs.length === 2 && bs.every((b) => b.pid !== victim!.pid), {
+            message: "killed minimum connection replaced"
+          })
           yield* close
           yield* noBackends(app)
         })
@@ -374,24 +295,17 @@ describe("pool", () => {
           yield* Effect.sleep(Duration.millis(1_100))
           const pid2 = yield* backendPid(sql)
           expect(pid2).not.toBe(pid1)
-          yield* promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.every((b) => b.pid !== pid1),
-              { message: `expired backend ${pid1} still on the server` }
-            )
-          )
+          yield* backendGone(admin, app, pid1, `expired backend ${pid1} still on the server`)
 
           // A connection leased past its lifetime is closed when released, not reused.
           const holder = yield* hold(sql)
           yield* Effect.sleep(Duration.millis(1_100))
           yield* holder.release
-          yield* promise(() =>
-            admin.waitFor(
-              () => admin.backends(app),
-              (bs) => bs.every((b) => b.pid !== holder.pid),
-              { message: `backend ${holder.pid} leased past its lifetime still on the server` }
-            )
+          yield* backendGone(
+            admin,
+            app,
+            holder.pid,
+            `backend ${holder.pid} leased past its lifetime still on the server`
           )
           expect(yield* backendPid(sql)).not.toBe(holder.pid)
           const counters = (yield* pool.stats).counters
@@ -415,12 +329,7 @@ describe("pool", () => {
           yield* Effect.forEach(holders, (h) => h.release, { discard: true })
           expect(yield* promise(() => admin.count(app))).toBe(2)
           const fiber = yield* Effect.fork(Effect.exit(sql`select pg_sleep(10)`))
-          const [busy] = yield* promise(() =>
-            admin.waitFor(
-              async () => (await admin.backends(app)).filter((b) => b.state === "active"),
-              (bs) => bs.length === 1
-            )
-          )
+          const [busy] = yield* oneActive(app)
 
           const running = yield* pool.audit
           expect(running.ok).toBe(true)
@@ -503,12 +412,7 @@ describe("pool", () => {
             const before = (yield* pool.stats).counters
 
             const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
-            yield* promise(() =>
-              admin.waitFor(
-                () => admin.backends(app),
-                (bs) => bs.some((b) => b.state === "active" && b.query.includes("pg_sleep"))
-              )
-            )
+            yield* runningSleep(admin, app)
             const [elapsed] = yield* Effect.timed(Fiber.interrupt(fiber))
             expect(Duration.toMillis(elapsed)).toBeLessThan(1_000)
             const after = (yield* pool.stats).counters
@@ -534,12 +438,7 @@ describe("pool", () => {
             const { sql, pool, close } = yield* open(configFor(app, { maxConnections: 1 }))
             const before = (yield* pool.stats).counters
             const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
-            const [busy] = yield* promise(() =>
-              admin.waitFor(
-                async () => (await admin.backends(app)).filter((b) => b.state === "active"),
-                (bs) => bs.length === 1
-              )
-            )
+            const [busy] = yield* oneActive(app)
             const pid = busy!.pid
             yield* Effect.acquireRelease(
               Effect.sync(() => admin.freeze(pid)),
@@ -549,13 +448,7 @@ describe("pool", () => {
             const after = (yield* pool.stats).counters
             expect(after.terminated).toBeGreaterThanOrEqual(before.terminated + 1)
             thawQuietly(admin, pid)
-            yield* promise(() =>
-              admin.waitFor(
-                () => admin.backends(app),
-                (bs) => bs.every((b) => b.pid !== pid),
-                { message: `terminated backend ${pid} still on the server` }
-              )
-            )
+            yield* backendGone(admin, app, pid, `terminated backend ${pid} still on the server`)
             expect(yield* backendPid(sql)).not.toBe(pid)
             yield* close
             yield* noBackends(app)
