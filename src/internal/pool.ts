@@ -23,6 +23,30 @@ import {
   statementError
 } from "./session.js"
 
+/**
+ * What the pool needs of a session. `Session` is the real one; the pool-overhead benchmark
+ * runs the same pool over stub members, with no database.
+ */
+export interface Member {
+  lost: unknown
+  revoked: string | undefined
+  expiresAt: number
+  idleSince: number
+  readonly createdAt: number
+  readonly pid: number
+  cancelledDuringLease: boolean
+  beginPending: boolean
+  onLost: ((member: any) => void) | undefined
+  readonly clean: boolean
+  readonly settled: boolean
+  release(keep: () => boolean): Promise<ReleaseOutcome>
+  close(): Promise<void>
+  terminate(): Promise<void>
+}
+
+/** Opens a member; the returned function aborts the attempt. */
+export type Connector<S> = (config: SessionConfig, onDone: (error: unknown, session?: S) => void) => () => void
+
 export interface PoolConfig {
   readonly session: SessionConfig
   readonly maxConnections: number
@@ -54,12 +78,12 @@ export interface PoolCounters {
  * A fiber waiting for a session. Served at most once, in FIFO order; `serve` and `fail` are
  * plain callbacks so that a pooled statement can start on the session in the same tick.
  */
-interface Waiter {
+interface Waiter<S> {
   state: "waiting" | "served" | "cancelled" | "returned"
-  session: Session | undefined
+  session: S | undefined
   failure: SqlError | undefined
   readonly deadline: number
-  serve: ((session: Session) => void) | undefined
+  serve: ((session: S) => void) | undefined
   fail: ((error: SqlError) => void) | undefined
 }
 
@@ -79,18 +103,18 @@ const emptyCounters = (): PoolCounters => ({
   retiredExpired: 0
 })
 
-export class Pool {
+export class Pool<S extends Member = Session> {
   readonly config: PoolConfig
   readonly counters: PoolCounters = emptyCounters()
-  private readonly idle: Array<Session> = []
-  private readonly leased = new Set<Session>()
-  private readonly releasing = new Set<Session>()
-  private waiters: Array<Waiter> = []
+  private readonly idle: Array<S> = []
+  private readonly leased = new Set<S>()
+  private readonly releasing = new Set<S>()
+  private waiters: Array<Waiter<S>> = []
   private waitersHead = 0
   /** Waiters still in the "waiting" state (the queue may hold cancelled ones until compaction). */
   private liveWaiters = 0
   /** Sessions outside the pool's count (LISTEN), closed with the pool all the same. */
-  private readonly dedicated = new Set<Session>()
+  private readonly dedicated = new Set<S>()
   private connecting = 0
   private readonly connectAborts = new Set<() => void>()
   private readonly background = new Set<Promise<unknown>>()
@@ -99,8 +123,11 @@ export class Pool {
   private startupParameters: SessionConfig["startupParameters"]
   closed = false
 
-  constructor(config: PoolConfig) {
+  private readonly connector: Connector<S>
+
+  constructor(config: PoolConfig, connector?: Connector<S>) {
     this.config = config
+    this.connector = connector ?? (Session.connect as unknown as Connector<S>)
     this.startupParameters = config.session.startupParameters
     const interval = Math.max(50, Math.min(1000, Math.floor(config.idleTimeoutMs / 2)))
     this.maintenance = setInterval(() => this.maintain(), interval)
@@ -152,16 +179,14 @@ export class Pool {
    * region; only the wait is made interruptible, through `restore`. The caller owns the
    * session once this succeeds and must hand it to `release`.
    */
-  acquire(
-    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
-  ): Effect.Effect<Session, SqlError> {
+  acquire(restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>): Effect.Effect<S, SqlError> {
     return Effect.suspend(() => {
       if (this.closed) return Effect.fail(this.closedError())
       const session = this.takeIdle()
       if (session !== undefined) return Effect.succeed(session)
       const waiter = this.enqueue()
       return restore(
-        Effect.async<Session, SqlError>((resume) => {
+        Effect.async<S, SqlError>((resume) => {
           if (waiter.state === "served") return resume(Effect.succeed(waiter.session!))
           if (waiter.failure !== undefined) return resume(Effect.fail(waiter.failure))
           waiter.serve = (session) => resume(Effect.succeed(session))
@@ -180,15 +205,15 @@ export class Pool {
    */
   statement<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
     return Effect.async<A, SqlError>((resume) => {
-      const op = new PooledStatement(this, config, onResult, resume)
+      const op = new PooledStatement(this as unknown as Pool<Session>, config, onResult, resume)
       op.start()
       return Effect.suspend(() => op.interrupt())
     })
   }
 
   /** @internal used by PooledStatement */
-  enqueue(): Waiter {
-    const waiter: Waiter = {
+  enqueue(): Waiter<S> {
+    const waiter: Waiter<S> = {
       state: "waiting",
       session: undefined,
       failure: undefined,
@@ -204,7 +229,7 @@ export class Pool {
   }
 
   /** @internal used by PooledStatement */
-  takeIdle(): Session | undefined {
+  takeIdle(): S | undefined {
     const now = Date.now()
     while (this.idle.length > 0) {
       const session = this.idle.pop()!
@@ -220,7 +245,7 @@ export class Pool {
   }
 
   /** A waiter left (interrupted). If it had already been served, the session goes back. */
-  abandon(waiter: Waiter): void {
+  abandon(waiter: Waiter<S>): void {
     if (waiter.state === "waiting") {
       this.leave(waiter)
       this.counters.waitersInterrupted++
@@ -267,15 +292,15 @@ export class Pool {
     this.armTimer()
   }
 
-  private failWaiter(waiter: Waiter, error: SqlError): void {
+  private failWaiter(waiter: Waiter<S>, error: SqlError): void {
     waiter.failure = error
     waiter.fail?.(error)
   }
 
-  private nextWaiter(): Waiter | undefined {
+  private nextWaiter(): Waiter<S> | undefined {
     while (this.waitersHead < this.waiters.length) {
       const waiter = this.waiters[this.waitersHead]!
-      this.waiters[this.waitersHead] = undefined as unknown as Waiter
+      this.waiters[this.waitersHead] = undefined as unknown as Waiter<S>
       this.waitersHead++
       if (waiter.state === "waiting") {
         this.liveWaiters--
@@ -288,7 +313,7 @@ export class Pool {
   }
 
   /** A waiter stops waiting without being served (interrupted, timed out). */
-  private leave(waiter: Waiter): void {
+  private leave(waiter: Waiter<S>): void {
     waiter.state = "cancelled"
     this.liveWaiters--
     this.compactWaiters()
@@ -305,7 +330,7 @@ export class Pool {
   }
 
   /** A clean session becomes available: hand it to the oldest waiter, or put it on the free list. */
-  private checkIn(session: Session): void {
+  private checkIn(session: S): void {
     if (this.closed || session.lost !== undefined) {
       this.retire(session, "closing")
       this.grow()
@@ -337,7 +362,7 @@ export class Pool {
   private spawnConnect(): void {
     this.connecting++
     const config: SessionConfig = { ...this.config.session, startupParameters: this.startupParameters }
-    const abort = Session.connect(config, (error, session) => {
+    const abort = this.connector(config, (error, session) => {
       this.connectAborts.delete(abort)
       this.connecting--
       if (error !== undefined || session === undefined) {
@@ -385,14 +410,14 @@ export class Pool {
    * clean; the returned effect always completes within the cleanup deadlines. Must be run
    * uninterruptibly (it is a finalizer).
    */
-  release(session: Session): Effect.Effect<void> {
+  release(session: S): Effect.Effect<void> {
     return Effect.suspend(() =>
       this.releaseClean(session) ? Effect.void : Effect.promise(() => this.releaseDirty(session))
     )
   }
 
   /** The fast path: a verifiably clean session goes straight back to the next waiter or the free list. */
-  releaseClean(session: Session): boolean {
+  releaseClean(session: S): boolean {
     if (this.closed || !session.clean || session.revoked !== undefined || session.expiresAt <= Date.now()) return false
     if (!this.leased.delete(session)) return false
     session.beginPending = false
@@ -407,12 +432,12 @@ export class Pool {
   }
 
   /** The release protocol, tracked so that shutdown waits for it. */
-  releaseDirty(session: Session): Promise<void> {
+  releaseDirty(session: S): Promise<void> {
     if (!this.leased.delete(session)) return Promise.resolve() // already taken back by shutdown
     return this.track(this.runRelease(session))
   }
 
-  private async runRelease(session: Session): Promise<void> {
+  private async runRelease(session: S): Promise<void> {
     this.releasing.add(session)
     let outcome: ReleaseOutcome
     try {
@@ -435,7 +460,7 @@ export class Pool {
   }
 
   /** An idle session whose socket broke (server restart, admin kill): drop it. */
-  private onLost(session: Session): void {
+  private onLost(session: S): void {
     const index = this.idle.indexOf(session)
     if (index < 0) return
     this.idle.splice(index, 1)
@@ -444,7 +469,7 @@ export class Pool {
     this.grow()
   }
 
-  private retire(session: Session, why: "expired" | "idle" | "lost" | "closing"): void {
+  private retire(session: S, why: "expired" | "idle" | "lost" | "closing"): void {
     if (why === "expired") this.counters.retiredExpired++
     if (why === "idle") this.counters.retiredIdle++
     if (why === "lost") this.counters.lostWhileIdle++
@@ -481,14 +506,14 @@ export class Pool {
    * A session outside the pool's count, for LISTEN: connected interruptibly within the
    * connect deadline, closed with `closeDedicated` or, at the latest, with the pool.
    */
-  openDedicated(): Effect.Effect<Session, SqlError> {
-    return Effect.async<Session, SqlError>((resume) => {
+  openDedicated(): Effect.Effect<S, SqlError> {
+    return Effect.async<S, SqlError>((resume) => {
       if (this.closed) {
         resume(Effect.fail(this.closedError()))
         return
       }
       const config: SessionConfig = { ...this.config.session, startupParameters: this.startupParameters }
-      const abort = Session.connect(config, (error, session) => {
+      const abort = this.connector(config, (error, session) => {
         this.connectAborts.delete(abort)
         if (error !== undefined || session === undefined) {
           resume(Effect.fail(connectError(error, config.connectTimeoutMs)))
@@ -505,7 +530,7 @@ export class Pool {
     })
   }
 
-  closeDedicated(session: Session): Effect.Effect<void> {
+  closeDedicated(session: S): Effect.Effect<void> {
     return Effect.promise(() => {
       this.dedicated.delete(session)
       session.onLost = undefined
@@ -562,13 +587,13 @@ const connectError = (error: unknown, timeoutMs: number): SqlError => {
  */
 class PooledStatement<A> {
   private state: "waiting" | "running" | "releasing" | "done" = "waiting"
-  private waiter: Waiter | undefined = undefined
+  private waiter: Waiter<Session> | undefined = undefined
   private session: Session | undefined = undefined
   private record: InFlight | undefined = undefined
   private cleanup: Promise<void> | undefined = undefined
 
   constructor(
-    private readonly pool: Pool,
+    private readonly pool: Pool<Session>,
     private readonly config: StatementConfig,
     private readonly onResult: (result: any) => A,
     private readonly resume: (effect: Effect.Effect<A, SqlError>) => void
