@@ -8,12 +8,13 @@
  * - free list: lib/free-list.ts, FIFO hand-off, via `Effect.acquireUseRelease` (no Scope) and via
  *   `Effect.scoped(Effect.acquireRelease(…))` (the cost of a Scope per use, for comparison);
  * - effect Pool: `effect/Pool` (`Pool.make`, size 8) with `Effect.scoped(Pool.get(pool))`;
- * - pg-warden: the public API, `Effect.scoped(sql.reserve)` on `WardenClient.make`, whose sessions
- *   are `pg` clients over an in-memory stub server (lib/stub-stream.ts, through the `stream` option):
- *   reserve and release send nothing on the wire, so this is the pool's acquire/release path plus
- *   the Scope that `reserve` requires. pg-warden's pool is not reachable without a Scope through the
- *   public API (pooled statements and transactions do send statements), so its scope-free path is
- *   not measured here: TODO(src owner) a stub-connection seam for src/internal/pool.ts.
+ * - pg-warden pool: src/internal/pool.ts itself over stub members (its `Connector` seam), acquired and
+ *   released the way pooled statements and transactions do (`uninterruptibleMask`, only the wait
+ *   interruptible, no Scope);
+ * - pg-warden reserve: the public API, `Effect.scoped(sql.reserve)` on `WardenClient.make`, whose
+ *   sessions are `pg` clients over an in-memory stub server (lib/stub-stream.ts, through the `stream`
+ *   option): reserve and release send nothing on the wire, so this is the pool's acquire/release path
+ *   plus the Scope that `reserve` requires.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
 import type { SqlClient } from "@effect/sql/SqlClient"
@@ -22,6 +23,8 @@ import * as Exit from "effect/Exit"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
 import { WardenClient } from "../src/index.js"
+import { type Member, Pool as WardenPool } from "../src/internal/pool.js"
+import type { ReleaseOutcome } from "../src/internal/session.js"
 import { FreeList } from "./lib/free-list.js"
 import { median, minMax, percentiles } from "./lib/stats.js"
 import { StubPgStream } from "./lib/stub-stream.js"
@@ -67,6 +70,30 @@ const scoped = async <A, E>(
   return { value, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
 }
 
+/** A pool member with nothing behind it: always clean, released as is. */
+class StubMember implements Member {
+  lost: unknown = undefined
+  revoked: string | undefined = undefined
+  expiresAt = Number.POSITIVE_INFINITY
+  idleSince = Date.now()
+  readonly createdAt = Date.now()
+  cancelledDuringLease = false
+  beginPending = false
+  onLost: ((member: any) => void) | undefined = undefined
+  readonly clean = true
+  readonly settled = true
+  constructor(readonly pid: number) {}
+  release(): Promise<ReleaseOutcome> {
+    return Promise.resolve("reused")
+  }
+  close(): Promise<void> {
+    return Promise.resolve()
+  }
+  terminate(): Promise<void> {
+    return Promise.resolve()
+  }
+}
+
 const impls: ReadonlyArray<Impl> = [
   {
     key: "freelist",
@@ -101,6 +128,40 @@ const impls: ReadonlyArray<Impl> = [
         Pool.make({ acquire: Effect.sync(() => ({ id: next++ })), size: POOL_SIZE })
       )
       return { op: Effect.scoped(Effect.zipRight(Pool.get(pool), use)), close }
+    }
+  },
+  {
+    key: "warden-pool",
+    label: "pg-warden pool (stub members), as pooled statements use it",
+    make: async () => {
+      let next = 0
+      const pool = new WardenPool<StubMember>(
+        {
+          session: {
+            client: {},
+            applicationName: "bench-pool-overhead",
+            connectTimeoutMs: 1000,
+            deadlines: { cancel: 100, drain: 100, rollback: 100, terminate: 100 },
+            startupParameters: [],
+            statementCacheSize: 0
+          },
+          maxConnections: POOL_SIZE,
+          minConnections: POOL_SIZE,
+          acquireTimeoutMs: 60_000,
+          idleTimeoutMs: 60_000,
+          maxLifetimeMs: 0
+        },
+        (_config, onDone) => {
+          queueMicrotask(() => onDone(undefined, new StubMember(next++)))
+          return () => {}
+        }
+      )
+      // The pool opens its minimum in the background: wait until all of them are idle.
+      while (pool.snapshot().idle < POOL_SIZE) await new Promise((resolve) => setImmediate(resolve))
+      const op = Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(pool.acquire(restore), (member) => Effect.ensuring(restore(use), pool.release(member)))
+      )
+      return { op, close: () => pool.close() }
     }
   },
   {
@@ -208,8 +269,7 @@ const main = async () => {
   )
   const result = {
     meta: { poolSize: POOL_SIZE, rounds, durationMs, warmupMs, fibers: FIBERS },
-    rows,
-    todo: "pg-warden's pool without a Scope (the path of pooled statements and transactions) needs a stub-connection seam in src/internal/pool.ts; not measured."
+    rows
   }
   if (argv.includes("--json")) {
     process.stdout.write(`${JSON.stringify(result)}\n`)
