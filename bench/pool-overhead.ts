@@ -143,7 +143,8 @@ const impls: ReadonlyArray<Impl> = [
             connectTimeoutMs: 1000,
             deadlines: { cancel: 100, drain: 100, rollback: 100, terminate: 100 },
             startupParameters: [],
-            statementCacheSize: 0
+            statementCacheSize: 0,
+            cancelProbe: false
           },
           maxConnections: POOL_SIZE,
           minConnections: POOL_SIZE,

@@ -100,6 +100,16 @@ export interface WardenClientConfig extends PgClient.PgClientConfig {
    * simple protocol.
    */
   readonly statementCacheSize?: number | undefined
+  /**
+   * When an interrupted statement finishes before its CancelRequest reaches the server, the
+   * cancel may still be pending on the backend. With `cancelProbe` (default true) one
+   * `SELECT 1` on that session, before anyone else can have it, consumes or confirms it and the
+   * session is reused; with `false` such a session is terminated. Keep the default when the
+   * client talks to PostgreSQL itself (PostgreSQL closes the cancel socket only after it has
+   * signalled the backend); set `false` behind a proxy that acknowledges a CancelRequest before
+   * it reaches the server.
+   */
+  readonly cancelProbe?: boolean | undefined
 }
 
 /**
@@ -252,7 +262,8 @@ const resolveConfig = (
         connectTimeoutMs: millis(config.connectTimeout, defaults.connectTimeout),
         deadlines,
         startupParameters: startupParametersOf(config.serverSafety),
-        statementCacheSize
+        statementCacheSize,
+        cancelProbe: config.cancelProbe ?? true
       }
       const client: PgClient.PgClientConfig = {
         ...config,

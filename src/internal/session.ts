@@ -31,6 +31,13 @@ export interface SessionConfig {
   readonly startupParameters: ReadonlyArray<readonly [string, string]>
   /** Named prepared statements kept per session (0 = none). */
   readonly statementCacheSize: number
+  /**
+   * Confirm a cancel whose statement finished first with one probe statement, instead of
+   * terminating the session. Sound when the CancelRequest reaches PostgreSQL itself (it closes
+   * the cancel socket only after signalling the backend); off for proxies that acknowledge a
+   * CancelRequest before forwarding it.
+   */
+  readonly cancelProbe: boolean
 }
 
 /**
@@ -480,13 +487,37 @@ export class Session {
       this.unresponsive = true
       return false
     }
+    const deadline = Date.now() + this.config.deadlines.drain
     const settled = await this.whenSettled(this.config.deadlines.drain)
     if (!settled) return false
     if (target.done && sqlStateOf(target.error) === QUERY_CANCELED) {
       this.cancelUnconfirmed = false
       return true
     }
-    return false
+    if (!this.config.cancelProbe) return false
+    // The statement finished before the cancel reached it. The server closes the cancel socket
+    // only after it has signalled the backend, and a backend consumes a pending cancel at the
+    // next command it reads: either it ignores it while reading, or that command fails with
+    // 57014. One probe on this session, before anyone else can have it, settles which.
+    if (!(await this.probe(Math.max(0, deadline - Date.now())))) return false
+    this.cancelUnconfirmed = false
+    return true
+  }
+
+  /** `SELECT 1` within the deadline: true when it ended (or was cancelled) and the session settled idle. */
+  private async probe(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs
+    const answered = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.unresponsive = true
+        resolve(false)
+      }, timeoutMs)
+      this.submit({ text: "SELECT 1" }, (error) => {
+        clearTimeout(timer)
+        resolve(!error || sqlStateOf(error) === QUERY_CANCELED)
+      })
+    })
+    return answered && (await this.whenSettled(Math.max(0, deadline - Date.now())))
   }
 
   /**
