@@ -110,6 +110,9 @@ const sqlStateOf = (error: unknown): string | undefined =>
 
 const QUERY_CANCELED = "57014"
 
+/** How long an interrupted statement may take to end by itself before it is cancelled. */
+const CANCEL_GRACE_MS = 2
+
 /** Builds the `SqlError` a failed statement surfaces, keeping the driver error as the cause. */
 export const statementError = (cause: unknown, what = "Failed to execute statement"): SqlError => {
   const code = sqlStateOf(cause)
@@ -250,7 +253,7 @@ export class Session {
   }
 
   /** Waits until the session is settled (true) or lost, or the deadline passes (false). */
-  whenSettled(timeoutMs: number): Promise<boolean> {
+  whenSettled(timeoutMs: number, markUnresponsive = true): Promise<boolean> {
     if (this.settled || this.lost !== undefined) return Promise.resolve(this.settled && this.lost === undefined)
     return new Promise((resolve) => {
       let finished = false
@@ -267,7 +270,7 @@ export class Session {
       const timer = setTimeout(() => {
         if (finished) return
         finished = true
-        this.unresponsive = true
+        if (markUnresponsive) this.unresponsive = true
         resolve(false)
       }, timeoutMs)
       this.settleWaiters.push(check)
@@ -475,6 +478,10 @@ export class Session {
     if (this.lost !== undefined) return false
     const target = this.inFlight.find((r) => r.query === this.internals._activeQuery) ?? this.inFlight[0]
     if (target === undefined) return this.whenSettled(this.config.deadlines.drain)
+    // Most statements take well under a millisecond: one that ends by itself within a short grace
+    // needs no cancel at all (and so no confirmation). Taken out of the drain deadline.
+    const grace = Math.min(CANCEL_GRACE_MS, this.config.deadlines.drain / 2)
+    if (await this.whenSettled(grace, false)) return true
     this.cancelUnconfirmed = true
     this.cancelledDuringLease = true
     const delivery: CancelOutcome = await sendCancelRequest(
@@ -487,8 +494,9 @@ export class Session {
       this.unresponsive = true
       return false
     }
-    const deadline = Date.now() + this.config.deadlines.drain
-    const settled = await this.whenSettled(this.config.deadlines.drain)
+    const drain = this.config.deadlines.drain - grace
+    const deadline = Date.now() + drain
+    const settled = await this.whenSettled(drain)
     if (!settled) return false
     if (target.done && sqlStateOf(target.error) === QUERY_CANCELED) {
       this.cancelUnconfirmed = false
