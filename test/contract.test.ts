@@ -41,21 +41,31 @@ const scenario = <E>(name: string, body: (app: string, admin: Admin) => Effect.E
     yield* Effect.promise(() => admin.waitForNoBackends(app))
   }).pipe(Effect.scoped)
 
+/** A fault proxy in front of the server, and a pool of one through it with generous cancel deadlines. */
+const proxiedPoolOfOne = (app: string, extra: Partial<WardenClient.WardenClientConfig> = {}) =>
+  Effect.map(
+    Effect.acquireRelease(
+      Effect.promise(() => startProxy(proxyTarget(url))),
+      (p) => Effect.promise(() => p.close())
+    ),
+    (proxy) => ({
+      proxy,
+      layer: WardenClient.layer({
+        url: Redacted.make(proxy.rewrite(url)),
+        applicationName: app,
+        maxConnections: 1,
+        cancelTimeout: 3000,
+        drainTimeout: 3000,
+        ...extra
+      })
+    })
+  )
+
 describe("contract", () => {
   it.live("C4: a cancel that reaches the server after its statement finished never hits the next borrower", () =>
     scenario("c4", (app, admin) =>
       Effect.gen(function* () {
-        const proxy = yield* Effect.acquireRelease(
-          Effect.promise(() => startProxy(proxyTarget(url))),
-          (p) => Effect.promise(() => p.close())
-        )
-        const layer = WardenClient.layer({
-          url: Redacted.make(proxy.rewrite(url)),
-          applicationName: app,
-          maxConnections: 1,
-          cancelTimeout: 3000,
-          drainTimeout: 3000
-        })
+        const { proxy, layer } = yield* proxiedPoolOfOne(app)
         yield* Effect.gen(function* () {
           const sql = yield* SqlClient.SqlClient
           const pool = yield* WardenPool.WardenPool
@@ -85,18 +95,7 @@ describe("contract", () => {
   it.live("C4: with cancelProbe off, an unconfirmed cancel terminates the session (new PID on the server)", () =>
     scenario("c4t", (app, admin) =>
       Effect.gen(function* () {
-        const proxy = yield* Effect.acquireRelease(
-          Effect.promise(() => startProxy(proxyTarget(url))),
-          (p) => Effect.promise(() => p.close())
-        )
-        const layer = WardenClient.layer({
-          url: Redacted.make(proxy.rewrite(url)),
-          applicationName: app,
-          maxConnections: 1,
-          cancelTimeout: 3000,
-          drainTimeout: 3000,
-          cancelProbe: false
-        })
+        const { proxy, layer } = yield* proxiedPoolOfOne(app, { cancelProbe: false })
         yield* Effect.gen(function* () {
           const sql = yield* SqlClient.SqlClient
           const pool = yield* WardenPool.WardenPool
