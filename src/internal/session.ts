@@ -120,10 +120,7 @@ export const statementError = (cause: unknown, what = "Failed to execute stateme
   return new SqlError({ cause, message: code ? `${what}: ${detail} (SQLSTATE ${code})` : `${what}: ${detail}` })
 }
 
-let nextSessionId = 1
-
 export class Session {
-  readonly id = nextSessionId++
   readonly client: Pg.Client
   readonly config: SessionConfig
   endpoint: Endpoint
@@ -234,10 +231,6 @@ export class Session {
     )
   }
 
-  get busy(): boolean {
-    return !this.settled
-  }
-
   markLost(error: unknown): void {
     if (this.lost !== undefined) return
     this.lost = error
@@ -281,9 +274,9 @@ export class Session {
    * Submits one statement; `callback` fires once with its outcome. Returns the record that
    * `interrupt` takes. A refused or unserializable statement fails through the callback.
    */
-  submit(config: StatementConfig, callback: (error: unknown, result: unknown) => void): InFlight {
+  submit(config: StatementConfig, callback: (error: unknown, result: unknown) => void, cleanup = false): InFlight {
     const record: InFlight = { query: config, done: false, error: undefined, fail: undefined }
-    const refusal = this.refusal()
+    const refusal = this.refusal(cleanup)
     if (refusal !== undefined) {
       record.done = true
       record.error = refusal
@@ -404,8 +397,9 @@ export class Session {
   }
 
   /** Why a new statement is refused, if it is. */
-  refusal(): SqlError | undefined {
-    if (this.revoked !== undefined) return new SqlError({ message: this.revoked })
+  refusal(cleanup = false): SqlError | undefined {
+    // A revoked session refuses the borrower's statements, not the release protocol's own.
+    if (this.revoked !== undefined && !cleanup) return new SqlError({ message: this.revoked })
     if (this.lost !== undefined) {
       return new SqlError({ cause: this.lost, message: "Connection lost: the session can no longer be used" })
     }
@@ -513,17 +507,29 @@ export class Session {
   }
 
   /** `SELECT 1` within the deadline: true when it ended (or was cancelled) and the session settled idle. */
-  private async probe(timeoutMs: number): Promise<boolean> {
+  private probe(timeoutMs: number): Promise<boolean> {
+    return this.bounded("SELECT 1", timeoutMs, (error) => !error || sqlStateOf(error) === QUERY_CANCELED)
+  }
+
+  /**
+   * One cleanup statement within one deadline: true when `accept` takes its outcome and the
+   * session is settled (ReadyForQuery received) before the deadline passes.
+   */
+  private async bounded(text: string, timeoutMs: number, accept: (error: unknown) => boolean): Promise<boolean> {
     const deadline = Date.now() + timeoutMs
     const answered = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
         this.unresponsive = true
         resolve(false)
       }, timeoutMs)
-      this.submit({ text: "SELECT 1" }, (error) => {
-        clearTimeout(timer)
-        resolve(!error || sqlStateOf(error) === QUERY_CANCELED)
-      })
+      this.submit(
+        { text },
+        (error) => {
+          clearTimeout(timer)
+          resolve(accept(error))
+        },
+        true
+      )
     })
     return answered && (await this.whenSettled(Math.max(0, deadline - Date.now())))
   }
@@ -578,27 +584,7 @@ export class Session {
 
   /** ROLLBACK within the rollback deadline; true when the session is verified idle afterwards. */
   private async rollback(): Promise<boolean> {
-    const deadline = Date.now() + this.config.deadlines.rollback
-    const outcome = await new Promise<boolean>((resolve) => {
-      const record = this.track({ rollback: true })
-      const timer = setTimeout(() => {
-        this.unresponsive = true
-        resolve(false)
-      }, this.config.deadlines.rollback)
-      try {
-        this.client.query("ROLLBACK", (error) => {
-          clearTimeout(timer)
-          record.done(error)
-          resolve(!error)
-        })
-      } catch {
-        clearTimeout(timer)
-        record.done()
-        resolve(false)
-      }
-    })
-    // One deadline for the whole step: what is left of it for ReadyForQuery, if still pending.
-    return outcome && (await this.whenSettled(Math.max(0, deadline - Date.now()))) && this.clean
+    return (await this.bounded("ROLLBACK", this.config.deadlines.rollback, (error) => !error)) && this.clean
   }
 
   /**
