@@ -624,6 +624,42 @@ const rowsIn = (a: Client, table: string, id: number) =>
 const ensureTable = (a: Client, table: string) =>
   Effect.ignore(a.sql.unsafe(`CREATE TEMPORARY TABLE IF NOT EXISTS ${table} (id int)`))
 
+/**
+ * The verdict of an interrupted transaction: the interruption stayed within the bound, the
+ * server no longer shows the transaction, and its row was not committed.
+ */
+const transactionVerdict = (
+  id: string,
+  title: string,
+  seen: {
+    readonly ms: number
+    readonly hung: boolean
+    readonly bound: number
+    readonly clean: boolean
+    readonly rows: number | undefined
+    readonly delta: ReturnType<typeof counterDelta>
+    readonly notClean: string
+    readonly passed: string
+  }
+): CheckLine => {
+  const problems = [
+    ...(seen.hung || seen.ms > seen.bound
+      ? [`the interruption took ${formatMs(seen.ms)} (bound ${formatMs(seen.bound)})`]
+      : []),
+    ...(seen.clean ? [] : [seen.notClean]),
+    ...(seen.rows !== undefined && seen.rows > 0 ? ["the interrupted transaction's row is visible: it committed"] : [])
+  ]
+  return problems.length > 0
+    ? fail(id, title, problems.join("; "))
+    : {
+        id,
+        title,
+        status: "pass",
+        detail: `interrupted in ${formatMs(seen.ms)}, ${seen.passed}, the row is not there; ${releaseText(seen.delta)}`,
+        data: { ms: seen.ms, bound: seen.bound, release: seen.delta }
+      }
+}
+
 /** Interrupting a transaction that sits idle between statements (after an insert). */
 const midTransactionIdle = (
   a: Client,
@@ -656,22 +692,16 @@ const midTransactionIdle = (
     const clean = yield* obs.waitFor(app, (bs) => !bs.some(inTransaction), 2_000)
     const delta = counterDelta(before, (yield* a.pool.stats).counters)
     const rows = yield* rowsIn(a, table, 1)
-    const problems = [
-      ...(sample.hung || sample.ms > bound
-        ? [`the interruption took ${formatMs(sample.ms)} (bound ${formatMs(bound)})`]
-        : []),
-      ...(clean.ok ? [] : ["the server still showed the session idle in transaction 2 s later"]),
-      ...(rows !== undefined && rows > 0 ? ["the interrupted transaction's row is visible: it committed"] : [])
-    ]
-    return problems.length > 0
-      ? fail(id, title, problems.join("; "))
-      : {
-          id,
-          title,
-          status: "pass",
-          detail: `interrupted in ${formatMs(sample.ms)}, no longer idle in transaction on the server, the row is not there; ${releaseText(delta)}`,
-          data: { ms: sample.ms, bound, release: delta }
-        }
+    return transactionVerdict(id, title, {
+      ms: sample.ms,
+      hung: sample.hung,
+      bound,
+      clean: clean.ok,
+      rows,
+      delta,
+      notClean: "the server still showed the session idle in transaction 2 s later",
+      passed: "no longer idle in transaction on the server"
+    })
   })
 
 /** Interrupting a transaction while its second statement runs. */
@@ -702,22 +732,16 @@ const midTransactionStatement = (
     const clean = yield* obs.waitFor(app, (bs) => !bs.some(inTransaction) && !bs.some(runs("pg_sleep(10)")), 2_000)
     const delta = counterDelta(before, (yield* a.pool.stats).counters)
     const rows = yield* rowsIn(a, table, 2)
-    const problems = [
-      ...(sample.hung || sample.ms > bound
-        ? [`the interruption took ${formatMs(sample.ms)} (bound ${formatMs(bound)})`]
-        : []),
-      ...(clean.ok ? [] : ["the server still ran the statement or held the transaction open 2 s later"]),
-      ...(rows !== undefined && rows > 0 ? ["the interrupted transaction's row is visible: it committed"] : [])
-    ]
-    return problems.length > 0
-      ? fail(id, title, problems.join("; "))
-      : {
-          id,
-          title,
-          status: "pass",
-          detail: `interrupted in ${formatMs(sample.ms)}, statement stopped and transaction gone on the server, the row is not there; ${releaseText(delta)}`,
-          data: { ms: sample.ms, bound, release: delta }
-        }
+    return transactionVerdict(id, title, {
+      ms: sample.ms,
+      hung: sample.hung,
+      bound,
+      clean: clean.ok,
+      rows,
+      delta,
+      notClean: "the server still ran the statement or held the transaction open 2 s later",
+      passed: "statement stopped and transaction gone on the server"
+    })
   })
 
 /** A short random interruption storm on a pool of 4. */
