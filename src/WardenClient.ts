@@ -13,6 +13,7 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
 import * as PgClient from "@effect/sql-pg/PgClient"
+import type * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -37,6 +38,7 @@ import {
   type StatementConfig,
   statementError
 } from "./internal/session.js"
+import { directStatements, spansObservable } from "./internal/statement.js"
 import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
@@ -297,8 +299,8 @@ const rowsOf = (result: any): ReadonlyArray<any> =>
 /** Runs one statement: on a pooled session (`Pool.statement`) or on a held one (`Session.run`). */
 type Runner = <A>(config: StatementConfig, onResult: (result: any) => A) => Effect.Effect<A, SqlError>
 
-const asRows = (transformRows: TransformRows) => (result: any) =>
-  transformRows ? transformRows(rowsOf(result)) : rowsOf(result)
+const asRows = (transformRows: TransformRows): ((result: any) => ReadonlyArray<any>) =>
+  transformRows ? (result) => transformRows(rowsOf(result)) : rowsOf
 const asResult = (result: unknown): unknown => result
 const asArrayRows = (result: any): ReadonlyArray<ReadonlyArray<unknown>> => (result as Pg.QueryArrayResult).rows
 
@@ -379,21 +381,39 @@ const cursorStream = (
   })
 
 /** A session held for a scope (reserve, transaction). Using it after its scope closed fails. */
-interface LeasedConnection extends Connection {
-  readonly session: Session
-  active: boolean
+class LeasedConnection implements Connection {
+  active = true
+
+  constructor(readonly session: Session) {}
+
+  private run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+    return this.active ? this.session.run(config, onResult) : Effect.fail(usedAfterScope)
+  }
+
+  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.run({ text: sql, values: params as Array<unknown> }, asRows(transformRows))
+  }
+
+  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
+    return this.run({ text: sql, values: params as Array<unknown> }, asResult)
+  }
+
+  executeValues(sql: string, params: ReadonlyArray<unknown>) {
+    return this.run({ text: sql, values: params as Array<unknown>, rowMode: "array" }, asArrayRows)
+  }
+
+  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.execute(sql, params, transformRows)
+  }
+
+  executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.active
+      ? Stream.unwrapScoped(cursorStream(this.session, sql, params, transformRows))
+      : Stream.fail(usedAfterScope)
+  }
 }
 
 const usedAfterScope = new SqlError({ message: "Connection used after its scope was closed" })
-
-const leasedConnection = (session: Session): LeasedConnection => {
-  const run: Runner = (config, onResult) => (lease.active ? session.run(config, onResult) : Effect.fail(usedAfterScope))
-  const connection = makeConnection(run, (sql, params, transformRows) =>
-    lease.active ? Stream.unwrapScoped(cursorStream(session, sql, params, transformRows)) : Stream.fail(usedAfterScope)
-  )
-  const lease: LeasedConnection = Object.assign(connection, { session, active: true })
-  return lease
-}
 
 /**
  * Makes a client over a new pool. The pool closes with the scope: leased connections are
@@ -438,7 +458,7 @@ export const make = (
 
     const reserve: Effect.Effect<Connection, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(pool.acquire(restore), (session) => {
-        const connection = leasedConnection(session)
+        const connection = new LeasedConnection(session)
         return Effect.as(
           Effect.addFinalizer(() =>
             Effect.suspend(() => {
@@ -504,13 +524,13 @@ export const make = (
       notify,
       withTransaction,
       pool: poolService
-    }) as unknown as WardenClient
-    return client
+    })
+    return directStatements(client, pooled) as unknown as WardenClient
   })
 
 const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly [string, unknown]>) => {
   const span = { kind: "client", captureStackTrace: false, attributes: Object.fromEntries(spanAttributes) } as const
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+  const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
         const context = fiber.currentContext
@@ -533,24 +553,30 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
           )
         }
         return Effect.flatMap(pool.acquire(restore), (session) => {
-          const connection = leasedConnection(session)
+          const connection = new LeasedConnection(session)
           // BEGIN travels with the transaction's first statement, saving a round trip.
           session.beginPending = true
-          return Effect.exit(inTransaction(connection, 0)).pipe(
-            Effect.flatMap(
-              (exit): Effect.Effect<A, E | SqlError> =>
-                Exit.isSuccess(exit) ? Effect.as(restore(commit(session)), exit.value) : exit
-            ),
-            Effect.ensuring(
-              Effect.suspend(() => {
-                connection.active = false
-                return pool.release(session)
+          const end = Effect.suspend(() => {
+            connection.active = false
+            return pool.release(session)
+          })
+          const failed = (cause: Cause.Cause<E | SqlError>) => Effect.zipRight(end, Effect.failCause(cause))
+          return Effect.matchCauseEffect(inTransaction(connection, 0), {
+            onFailure: failed,
+            onSuccess: (value) =>
+              Effect.matchCauseEffect(restore(commit(session)), {
+                onFailure: failed,
+                onSuccess: () => Effect.as(end, value)
               })
-            )
-          )
+          })
         })
       })
-    ).pipe(Effect.withSpan("sql.transaction", span))
+    )
+  // The span is only made when a tracer other than Effect's built-in one would record it.
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+    Effect.withFiberRuntime((fiber) =>
+      spansObservable(fiber) ? Effect.withSpan(transaction(effect), "sql.transaction", span) : transaction(effect)
+    )
 }
 
 /** COMMIT; a failure or a COMMIT the server turned into ROLLBACK is a typed `SqlError`. */

@@ -3,6 +3,7 @@
  * savepoints, reserve, streams and LISTEN/NOTIFY, each checked against the server.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Statement from "@effect/sql/Statement"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { describe, expect, inject, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
@@ -14,6 +15,7 @@ import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Str from "effect/String"
+import * as Tracer from "effect/Tracer"
 import { WardenClient, WardenPool } from "../src/index.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
@@ -121,6 +123,39 @@ describe("WardenClient as SqlClient/PgClient", () => {
           expect(rows).toEqual([{ fooBar: 1 }])
         }),
       { transformResultNames: Str.snakeToCamel, transformQueryNames: Str.camelToSnake }
+    )
+  )
+
+  it.live("keeps @effect/sql's spans when a tracer records them, and its statement transformers", () =>
+    withClient("spans", ({ sql }) =>
+      Effect.gen(function* () {
+        // Statements skip the span only while Effect's built-in tracer would drop it: any other
+        // tracer (OpenTelemetry, this recording one) sees the same spans as with @effect/sql-pg.
+        const builtin = yield* Effect.tracer
+        const spans: Array<Tracer.Span> = []
+        const recording = Tracer.make({
+          span: (...args) => {
+            const span = builtin.span(...args)
+            spans.push(span)
+            return span
+          },
+          context: builtin.context
+        })
+        yield* Effect.withTracer(
+          Effect.zipRight(sql`select ${1}::int as a`, sql.withTransaction(sql`select 2 as b`)),
+          recording
+        )
+        expect(spans.map((span) => span.name)).toEqual(["sql.execute", "sql.transaction", "sql.execute"])
+        expect(spans[0]!.attributes.get("db.query.text")).toBe("select $1::int as a")
+        expect(spans[0]!.attributes.get("db.system.name")).toBe("postgresql")
+
+        const transformed = yield* Statement.withTransformer(sql`select 1 as x`, (_, make) =>
+          Effect.succeed(make`select 2 as x`)
+        )
+        expect(transformed).toEqual([{ x: 2 }])
+        expect(yield* sql.withoutTransforms()`select ${3}::int as x`).toEqual([{ x: 3 }])
+        expect(yield* sql.unsafe("select $1::int as x", [4])).toEqual([{ x: 4 }])
+      })
     )
   )
 

@@ -185,13 +185,14 @@ export class Pool<S extends Member = Session> {
       const session = this.takeIdle()
       if (session !== undefined) return Effect.succeed(session)
       const waiter = this.enqueue()
+      // One interruption handler covers both moments: while waiting (the waiter leaves the
+      // queue) and after being served but before the fiber resumed (the session goes back).
       return restore(
         Effect.async<S, SqlError>((resume) => {
           if (waiter.state === "served") return resume(Effect.succeed(waiter.session!))
           if (waiter.failure !== undefined) return resume(Effect.fail(waiter.failure))
           waiter.serve = (session) => resume(Effect.succeed(session))
           waiter.fail = (error) => resume(Effect.fail(error))
-          return Effect.sync(() => this.abandon(waiter))
         })
       ).pipe(Effect.onInterrupt(() => Effect.sync(() => this.abandon(waiter))))
     })

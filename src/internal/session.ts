@@ -120,6 +120,52 @@ export const statementError = (cause: unknown, what = "Failed to execute stateme
   return new SqlError({ cause, message: code ? `${what}: ${detail} (SQLSTATE ${code})` : `${what}: ${detail}` })
 }
 
+/**
+ * One statement submitted by a session: pg's own Query, constructed the cheap way (pg copies a
+ * config object property by property; a text it just wraps), carrying what the session needs to
+ * track it. It is also the record `interrupt` takes.
+ */
+class TrackedQuery extends Pg.Query implements InFlight {
+  declare name: string | undefined
+  declare queryMode: "extended" | undefined
+  declare text: string
+  declare _result: { _types?: unknown }
+  query: object = this
+  done = false
+  error: unknown = undefined
+  declare callback: (error: unknown, result: unknown) => void
+
+  constructor(
+    readonly session: Session,
+    config: StatementConfig,
+    name: string | undefined,
+    extended: boolean,
+    readonly onDone: (error: unknown, result: unknown) => void
+  ) {
+    if ((config as Pg.QueryArrayConfig).rowMode === undefined && config.types === undefined) {
+      super(config.text, config.values as Array<unknown> | undefined)
+    } else {
+      super(config as Pg.QueryConfig)
+    }
+    if (name !== undefined) this.name = name
+    if (extended) this.queryMode = "extended"
+    this.callback = trackedDone
+  }
+
+  fail(error: unknown): void {
+    this.callback(error, undefined)
+  }
+}
+
+/** pg calls `query.callback(error, result)` once; shared by every TrackedQuery, so no closure per statement. */
+function trackedDone(this: TrackedQuery, error: unknown, result: unknown): void {
+  if (this.done) return
+  this.done = true
+  this.error = error
+  this.session.completed(this, error)
+  this.onDone(error, result)
+}
+
 export class Session {
   readonly client: Pg.Client
   readonly config: SessionConfig
@@ -275,69 +321,53 @@ export class Session {
    * `interrupt` takes. A refused or unserializable statement fails through the callback.
    */
   submit(config: StatementConfig, callback: (error: unknown, result: unknown) => void, cleanup = false): InFlight {
-    const record: InFlight = { query: config, done: false, error: undefined, fail: undefined }
     const refusal = this.refusal(cleanup)
     if (refusal !== undefined) {
-      record.done = true
-      record.error = refusal
       callback(refusal, undefined)
-      return record
+      return { query: config, done: true, error: refusal, fail: undefined }
     }
-    const onDone = (error: unknown, result: unknown) => {
-      if (record.done) return
-      record.done = true
-      record.error = error
-      this.forget(record)
-      callback(error, result)
-    }
-    record.fail = (error) => onDone(error, undefined)
-    this.inFlight.push(record)
+    const begin = this.beginPending
+    this.beginPending = false
+    let record: TrackedQuery | undefined
     try {
-      const begin = this.beginPending
-      this.beginPending = false
       if (begin && !hasParameters(config) && !canCarryBegin(config.text)) {
         // Several statements in one simple query: BEGIN goes first in the same string, so it
         // still costs no round trip, and an error in it skips the rest.
-        const query = new Pg.Query(
-          { ...config, text: `BEGIN;\n${config.text}` } as Pg.QueryConfig,
+        record = new TrackedQuery(
+          this,
+          { ...config, text: `BEGIN;\n${config.text}` },
           undefined,
-          (error, result) => onDone(error, error ? result : withoutFirstResult(result))
+          false,
+          (error, result) => callback(error, error ? result : withoutFirstResult(result))
         )
-        record.query = query
-        this.client.query(query as unknown as Pg.Submittable)
-        return record
+      } else {
+        record = new TrackedQuery(this, config, this.prepare(config), begin, callback)
       }
-      const name = this.prepare(config)
-      const statement: Pg.QueryConfig = {
-        ...(config as Pg.QueryConfig),
-        ...(name !== undefined ? { name } : {}),
-        ...(begin ? { queryMode: "extended" as const } : {})
-      }
-      const done =
-        name === undefined
-          ? onDone
-          : (error: unknown, result: unknown) => {
-              if (error) this.forgetPrepared(config.text, name, error)
-              onDone(error, result)
-            }
-      // Our own Query object, so that an interrupted statement can be found in pg's queue.
-      const query = new Pg.Query(statement, undefined, done)
-      if (begin) {
+      this.inFlight.push(record)
+      if (begin && record.queryMode === "extended") {
         // pg sets the type parsers on the object it is given; here that is the wrapper.
-        const result = (query as unknown as { _result: { _types?: unknown } })._result
-        result._types ??= (this.client as unknown as { _types: unknown })._types
-        const wrapped = new WithBegin(query as unknown as InnerQuery)
+        record._result._types ??= (this.client as unknown as { _types: unknown })._types
+        const wrapped = new WithBegin(record as unknown as InnerQuery)
         record.query = wrapped
         this.client.query(wrapped as unknown as Pg.Submittable)
       } else {
-        record.query = query
-        this.client.query(query as unknown as Pg.Submittable)
+        this.client.query(record as unknown as Pg.Submittable)
       }
     } catch (error) {
       // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
-      onDone(error, undefined)
+      if (record === undefined) {
+        callback(error, undefined)
+        return { query: config, done: true, error, fail: undefined }
+      }
+      record.callback(error, undefined)
     }
     return record
+  }
+
+  /** @internal used by TrackedQuery when its statement ends */
+  completed(record: TrackedQuery, error: unknown): void {
+    this.forget(record)
+    if (error && record.name !== undefined) this.forgetPrepared(record.text, record.name, error)
   }
 
   /**
