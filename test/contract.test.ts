@@ -92,6 +92,41 @@ describe("contract", () => {
     )
   )
 
+  it.live(
+    "C2: a statement that ended with our cancel confirms it, without waiting for the server to close the cancel socket",
+    () =>
+      scenario("c2early", (app, admin) =>
+        Effect.gen(function* () {
+          // The cancel socket's close is held back 3 s, past the cancel deadline (500 ms): waiting for it
+          // would end in a terminate. The statement's own 57014 is enough to know the signal was used.
+          const { proxy, layer } = yield* proxiedPoolOfOne(app, { cancelTimeout: 500 })
+          yield* Effect.gen(function* () {
+            const sql = yield* SqlClient.SqlClient
+            const pool = yield* WardenPool.WardenPool
+            const [{ pid: before }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+            proxy.holdServerClose(3000)
+            const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
+            yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep), { intervalMs: 5 })
+            const started = Date.now()
+            yield* Fiber.interrupt(fiber)
+            expect(Date.now() - started).toBeLessThan(400)
+            proxy.holdServerClose(0)
+            // Same backend, idle, reused by the next statement: it was cancelled, not terminated.
+            yield* waitForBackends(
+              admin,
+              app,
+              (bs) => bs.length === 1 && bs[0]!.pid === before && bs[0]!.state === "idle"
+            )
+            const [{ pid: after }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+            expect(after).toBe(before)
+            const stats = yield* pool.stats
+            expect(stats.counters.cancelled).toBe(1)
+            expect(stats.counters.terminated).toBe(0)
+          }).pipe(Effect.provide(layer))
+        })
+      )
+  )
+
   it.live("C4: with cancelProbe off, an unconfirmed cancel terminates the session (new PID on the server)", () =>
     scenario("c4t", (app, admin) =>
       Effect.gen(function* () {

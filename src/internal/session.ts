@@ -110,6 +110,13 @@ const sqlStateOf = (error: unknown): string | undefined =>
 
 const QUERY_CANCELED = "57014"
 
+/**
+ * 57014 raised by a CancelRequest, not by statement_timeout (same SQLSTATE). The server's message
+ * is the only difference; with translated messages this is false and the slower path is taken.
+ */
+const cancelledByUser = (error: unknown): boolean =>
+  sqlStateOf(error) === QUERY_CANCELED && /user request/.test(String((error as Error).message))
+
 /** How long an interrupted statement may take to end by itself before it is cancelled. */
 const CANCEL_GRACE_MS = 2
 
@@ -508,12 +515,21 @@ export class Session {
     if (await this.whenSettled(grace, false)) return true
     this.cancelUnconfirmed = true
     this.cancelledDuringLease = true
-    const delivery: CancelOutcome = await sendCancelRequest(
-      this.endpoint,
-      this.pid,
-      this.secretKey,
-      this.config.deadlines.cancel
-    )
+    const sent = sendCancelRequest(this.endpoint, this.pid, this.secretKey, this.config.deadlines.cancel)
+    // The server closes the cancel socket only when its helper process exits, often well after the
+    // backend was signalled. A statement that ends with "canceling statement due to user request"
+    // has consumed our signal already: that confirms the cancel without waiting for the close.
+    const confirmedEarly = await Promise.race([
+      sent.then(() => false),
+      this.whenSettled(this.config.deadlines.cancel, false).then(
+        (settled) => settled && target.done && cancelledByUser(target.error)
+      )
+    ])
+    if (confirmedEarly) {
+      this.cancelUnconfirmed = false
+      return true
+    }
+    const delivery: CancelOutcome = await sent
     if (delivery !== "delivered") {
       this.unresponsive = true
       return false

@@ -26,6 +26,12 @@ export interface FaultProxy {
   rewrite(url: string): string
   readonly mode: ProxyMode
   setMode(mode: ProxyMode, options?: ProxyModeOptions): void
+  /**
+   * From now on, an end or close coming from the server reaches the client `ms` later (bytes still
+   * flow at once). 0 turns it off. Models a server that closes a socket late, as PostgreSQL does
+   * with a CancelRequest's socket (closed when its helper process exits).
+   */
+  holdServerClose(ms: number): void
   /** Abruptly destroys every open client/upstream socket pair (TCP RST where possible). */
   reset(): void
   /** Number of open client/upstream pairs. */
@@ -53,6 +59,9 @@ interface Leg {
   /** What has already been propagated to `to`. */
   endSent: boolean
   closeSent: boolean
+  /** Server-to-client leg: when its held end/close may go (0 = not held yet). */
+  releaseAt: number
+  readonly fromServer: boolean
 }
 
 interface Pair {
@@ -74,7 +83,7 @@ const hardDestroy = (socket: net.Socket): void => {
   }
 }
 
-const makeLeg = (from: net.Socket, to: net.Socket): Leg => ({
+const makeLeg = (from: net.Socket, to: net.Socket, fromServer: boolean): Leg => ({
   from,
   to,
   queue: [],
@@ -83,7 +92,9 @@ const makeLeg = (from: net.Socket, to: net.Socket): Leg => ({
   fromClosed: false,
   fromError: false,
   endSent: false,
-  closeSent: false
+  closeSent: false,
+  releaseAt: 0,
+  fromServer
 })
 
 export const startProxy = async (target: { host: string; port: number }): Promise<FaultProxy> => {
@@ -91,6 +102,7 @@ export const startProxy = async (target: { host: string; port: number }): Promis
   const pairs = new Set<Pair>()
   let mode: ProxyMode = "pass"
   let delayMs = 100
+  let holdCloseMs = 0
   let closed = false
 
   const write = (leg: Leg, chunk: Buffer): void => {
@@ -101,6 +113,14 @@ export const startProxy = async (target: { host: string; port: number }): Promis
   /** Propagates a held-back end/close from `from` to `to`, once the queue is drained and traffic flows. */
   const propagate = (leg: Leg): void => {
     if (mode === "blackhole" || leg.queue.length > 0) return
+    if (leg.fromServer && holdCloseMs > 0 && (leg.fromEnded || leg.fromClosed)) {
+      if (leg.releaseAt === 0) {
+        leg.releaseAt = Date.now() + holdCloseMs
+        setTimeout(() => propagate(leg), holdCloseMs)
+        return
+      }
+      if (Date.now() < leg.releaseAt) return
+    }
     if (leg.fromClosed && !leg.closeSent) {
       leg.closeSent = true
       leg.endSent = true
@@ -181,7 +201,7 @@ export const startProxy = async (target: { host: string; port: number }): Promis
     upstream.on("error", noop)
     client.setNoDelay(true)
     upstream.setNoDelay(true)
-    const pair: Pair = { client, upstream, up: makeLeg(client, upstream), down: makeLeg(upstream, client) }
+    const pair: Pair = { client, upstream, up: makeLeg(client, upstream, false), down: makeLeg(upstream, client, true) }
     pairs.add(pair)
     wire(pair, pair.up)
     wire(pair, pair.down)
@@ -242,6 +262,9 @@ export const startProxy = async (target: { host: string; port: number }): Promis
           }
         }
       }
+    },
+    holdServerClose(ms: number): void {
+      holdCloseMs = ms
     },
     reset: destroyAll,
     connections: () => pairs.size,
