@@ -30,6 +30,7 @@ import * as Stream from "effect/Stream"
 import * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
+import { CancelChannel } from "./internal/control.js"
 import { Pool } from "./internal/pool.js"
 import {
   type Deadlines,
@@ -112,6 +113,15 @@ export interface WardenClientConfig extends PgClient.PgClientConfig {
    * it reaches the server.
    */
   readonly cancelProbe?: boolean | undefined
+  /**
+   * Cancel statements with `pg_cancel_backend` over one control connection of the pool's own
+   * (outside its slots, opened at the first cancel, closed with the pool) instead of a protocol
+   * CancelRequest on a new connection each time: about 1.5 ms instead of a connection and a server
+   * process per cancel. Used only for connections whose backend PID the server confirmed at
+   * connect (not behind PgBouncer) and whose backend still shows the pool's application name;
+   * the protocol CancelRequest is the fallback. Default true; `false` always uses the protocol.
+   */
+  readonly cancelChannel?: boolean | undefined
 }
 
 /**
@@ -265,7 +275,11 @@ const resolveConfig = (
         deadlines,
         startupParameters: startupParametersOf(config.serverSafety),
         statementCacheSize,
-        cancelProbe: config.cancelProbe ?? true
+        cancelProbe: config.cancelProbe ?? true,
+        cancelChannel:
+          config.cancelChannel === false
+            ? undefined
+            : new CancelChannel(pgConfig, applicationName, millis(config.connectTimeout, defaults.connectTimeout))
       }
       const client: PgClient.PgClientConfig = {
         ...config,

@@ -99,7 +99,7 @@ describe("contract", () => {
         Effect.gen(function* () {
           // The cancel socket's close is held back 3 s, past the cancel deadline (500 ms): waiting for it
           // would end in a terminate. The statement's own 57014 is enough to know the signal was used.
-          const { proxy, layer } = yield* proxiedPoolOfOne(app, { cancelTimeout: 500 })
+          const { proxy, layer } = yield* proxiedPoolOfOne(app, { cancelTimeout: 500, cancelChannel: false })
           yield* Effect.gen(function* () {
             const sql = yield* SqlClient.SqlClient
             const pool = yield* WardenPool.WardenPool
@@ -125,6 +125,41 @@ describe("contract", () => {
           }).pipe(Effect.provide(layer))
         })
       )
+  )
+
+  it.live("C2: cancels go through the pool's one control connection (pg_cancel_backend), closed with the pool", () =>
+    scenario("channel", (app, admin) =>
+      Effect.gen(function* () {
+        const channel = `pg-warden-control:${app}`
+        const interruptSleep = Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const fiber = yield* Effect.fork(sql`select pg_sleep(10)`)
+          yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep), { intervalMs: 5 })
+          yield* Fiber.interrupt(fiber)
+          const [{ pid }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
+          return pid
+        })
+        const pids = yield* Effect.gen(function* () {
+          // The first cancel goes by the protocol and opens the channel for the next ones.
+          const first = yield* interruptSleep
+          const [open] = yield* waitForBackends(admin, channel, (bs) => bs.length === 1)
+          const next = [yield* interruptSleep, yield* interruptSleep, yield* interruptSleep]
+          const after = yield* Effect.promise(() => admin.backends(channel))
+          // One channel backend, the same one, whose last statement was a pg_cancel_backend.
+          expect(after.map((b) => b.pid)).toEqual([open!.pid])
+          expect(after[0]!.query).toMatch(/^SELECT pg_cancel_backend/)
+          const stats = yield* (yield* WardenPool.WardenPool).stats
+          expect(stats.counters.cancelled).toBe(4)
+          expect(stats.counters.terminated).toBe(0)
+          return [first, ...next]
+        }).pipe(
+          Effect.provide(WardenClient.layer({ url: Redacted.make(url), applicationName: app, maxConnections: 1 }))
+        )
+        // Every cancelled statement left its session reusable: one backend throughout.
+        expect(new Set(pids).size).toBe(1)
+        yield* Effect.promise(() => admin.waitForNoBackends(channel))
+      })
+    )
   )
 
   it.live("C4: with cancelProbe off, an unconfirmed cancel terminates the session (new PID on the server)", () =>

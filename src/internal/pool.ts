@@ -566,6 +566,8 @@ export class Pool<S extends Member = Session> {
       this.releaseDirty(session)
     }
     while (this.background.size > 0) await Promise.all([...this.background])
+    // Last: the releases above may still have used it to cancel.
+    await this.config.session.cancelChannel?.close(this.config.session.deadlines.terminate)
   }
 
   closedError(): SqlError {

@@ -11,6 +11,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 import { canCarryBegin, type InnerQuery, WithBegin } from "./begin.js"
+import type { CancelChannel } from "./control.js"
 import { type CancelOutcome, destroyClient, type Endpoint, sendCancelRequest, terminateBackend } from "./wire.js"
 
 /** Deadlines of the cleanup steps, in milliseconds. */
@@ -38,6 +39,8 @@ export interface SessionConfig {
    * CancelRequest before forwarding it.
    */
   readonly cancelProbe: boolean
+  /** Where cancels go first (the pool's control connection); the protocol CancelRequest otherwise. */
+  readonly cancelChannel?: CancelChannel | undefined
 }
 
 /**
@@ -191,6 +194,11 @@ export class Session {
   cancelUnconfirmed = false
   /** A statement was cancelled during the current lease (for counting). */
   cancelledDuringLease = false
+  /**
+   * The server's `pg_backend_pid()` equals the PID of BackendKeyData: cancels may go through the
+   * cancel channel. False behind proxies that hand out keys of their own (PgBouncer).
+   */
+  pidVerified = false
   /** A deadline expired: the network or the backend may not be answering. */
   unresponsive = false
   /** Called once when the session becomes unusable (socket error or end). */
@@ -258,7 +266,14 @@ export class Session {
       config.connectTimeoutMs
     )
     try {
-      client.connect((error) => finish(error ?? undefined))
+      client.connect((error) => {
+        if (error || config.cancelChannel === undefined) return finish(error ?? undefined)
+        client.query("SELECT pg_backend_pid() AS pid", (error: unknown, result: Pg.QueryResult) => {
+          session.pidVerified =
+            !error && Number(result.rows[0]?.pid) === (client as unknown as { processID: number }).processID
+          finish(undefined)
+        })
+      })
     } catch (error) {
       finish(error)
     }
@@ -515,7 +530,7 @@ export class Session {
     if (await this.whenSettled(grace, false)) return true
     this.cancelUnconfirmed = true
     this.cancelledDuringLease = true
-    const sent = sendCancelRequest(this.endpoint, this.pid, this.secretKey, this.config.deadlines.cancel)
+    const sent = this.sendCancel()
     // The server closes the cancel socket only when its helper process exits, often well after the
     // backend was signalled. A statement that ends with "canceling statement due to user request"
     // has consumed our signal already: that confirms the cancel without waiting for the close.
@@ -550,6 +565,22 @@ export class Session {
     if (!(await this.probe(Math.max(0, deadline - Date.now())))) return false
     this.cancelUnconfirmed = false
     return true
+  }
+
+  /**
+   * Signals the backend: through the pool's cancel channel when it is open and this session's PID
+   * is the server's, otherwise (or when the channel fails) with a protocol CancelRequest.
+   */
+  private async sendCancel(): Promise<CancelOutcome> {
+    const deadline = Date.now() + this.config.deadlines.cancel
+    const channel = this.pidVerified ? this.config.cancelChannel : undefined
+    const viaChannel = channel?.cancel(this.pid, this.config.applicationName, this.config.deadlines.cancel)
+    if (viaChannel !== undefined) {
+      const outcome = await viaChannel
+      // "failed": the channel broke, or the backend no longer shows our name (SET application_name).
+      if (outcome !== "failed") return outcome
+    }
+    return sendCancelRequest(this.endpoint, this.pid, this.secretKey, Math.max(1, deadline - Date.now()))
   }
 
   /** `SELECT 1` within the deadline: true when it ended (or was cancelled) and the session settled idle. */
