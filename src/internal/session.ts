@@ -574,11 +574,13 @@ export class Session {
   private async sendCancel(): Promise<CancelOutcome> {
     const deadline = Date.now() + this.config.deadlines.cancel
     const channel = this.pidVerified ? this.config.cancelChannel : undefined
-    const viaChannel = channel?.cancel(this.pid, this.config.applicationName, this.config.deadlines.cancel)
+    // The channel gets half the deadline: if it is what does not answer (its own backend stuck), the
+    // protocol CancelRequest still has time to reach the session's backend.
+    const viaChannel = channel?.cancel(this.pid, this.config.applicationName, this.config.deadlines.cancel / 2)
     if (viaChannel !== undefined) {
       const outcome = await viaChannel
-      // "failed": the channel broke, or the backend no longer shows our name (SET application_name).
-      if (outcome !== "failed") return outcome
+      // Otherwise the channel broke or timed out, or the backend no longer shows our name (SET application_name).
+      if (outcome === "delivered") return outcome
     }
     return sendCancelRequest(this.endpoint, this.pid, this.secretKey, Math.max(1, deadline - Date.now()))
   }
