@@ -152,11 +152,12 @@ class TrackedQuery extends Pg.Query implements InFlight {
     extended: boolean,
     readonly onDone: (error: unknown, result: unknown) => void
   ) {
-    if ((config as Pg.QueryArrayConfig).rowMode === undefined && config.types === undefined) {
-      super(config.text, config.values as Array<unknown> | undefined)
-    } else {
-      super(config as Pg.QueryConfig)
-    }
+    // One super call (compiled class fields follow it): a plain text when nothing else is configured.
+    const plain = (config as Pg.QueryArrayConfig).rowMode === undefined && config.types === undefined
+    super(
+      plain ? config.text : (config as Pg.QueryConfig),
+      plain ? (config.values as Array<unknown> | undefined) : undefined
+    )
     if (name !== undefined) this.name = name
     if (extended) this.queryMode = "extended"
     this.callback = trackedDone
