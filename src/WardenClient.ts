@@ -310,26 +310,62 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
 const rowsOf = (result: any): ReadonlyArray<any> =>
   Array.isArray(result) ? result.map((r: Pg.QueryResult) => r.rows ?? []) : (result.rows ?? [])
 
-/** Runs one statement: on a pooled session (`Pool.statement`) or on a held one (`Session.run`). */
-type Runner = <A>(config: StatementConfig, onResult: (result: any) => A) => Effect.Effect<A, SqlError>
-
 const asRows = (transformRows: TransformRows): ((result: any) => ReadonlyArray<any>) =>
   transformRows ? (result) => transformRows(rowsOf(result)) : rowsOf
 const asResult = (result: unknown): unknown => result
 const asArrayRows = (result: any): ReadonlyArray<ReadonlyArray<unknown>> => (result as Pg.QueryArrayResult).rows
 
-/** The `Connection` methods of `@effect/sql`, over a runner and a way to open a cursor stream. */
-const makeConnection = (
-  run: Runner,
-  stream: (sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) => Stream.Stream<any, SqlError>
-): Connection => ({
-  execute: (sql, params, transformRows) => run({ text: sql, values: params as Array<unknown> }, asRows(transformRows)),
-  executeRaw: (sql, params) => run({ text: sql, values: params as Array<unknown> }, asResult),
-  executeValues: (sql, params) => run({ text: sql, values: params as Array<unknown>, rowMode: "array" }, asArrayRows),
-  executeUnprepared: (sql, params, transformRows) =>
-    run({ text: sql, values: params as Array<unknown> }, asRows(transformRows)),
-  executeStream: stream
-})
+/**
+ * The `Connection` methods of `@effect/sql` over `run` (one statement, on a pooled session or a
+ * held one) and `executeStream` (a cursor). Methods, not closures: a transaction makes one.
+ */
+abstract class StatementConnection implements Connection {
+  protected abstract run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError>
+
+  abstract executeStream(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    transformRows: TransformRows
+  ): Stream.Stream<any, SqlError>
+
+  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.run({ text: sql, values: params as Array<unknown> }, asRows(transformRows))
+  }
+
+  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
+    return this.run({ text: sql, values: params as Array<unknown> }, asResult)
+  }
+
+  executeValues(sql: string, params: ReadonlyArray<unknown>) {
+    return this.run({ text: sql, values: params as Array<unknown>, rowMode: "array" }, asArrayRows)
+  }
+
+  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.execute(sql, params, transformRows)
+  }
+}
+
+/** Statements outside a transaction: each on a pooled session for that statement only. */
+class PooledConnection extends StatementConnection {
+  constructor(
+    private readonly pool: Pool,
+    private readonly stream: (
+      sql: string,
+      params: ReadonlyArray<unknown>,
+      transformRows: TransformRows
+    ) => Stream.Stream<any, SqlError>
+  ) {
+    super()
+  }
+
+  protected run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+    return this.pool.statement(config, onResult)
+  }
+
+  executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
+    return this.stream(sql, params, transformRows)
+  }
+}
 
 const CURSOR_BATCH = 128
 
@@ -395,29 +431,15 @@ const cursorStream = (
   })
 
 /** A session held for a scope (reserve, transaction). Using it after its scope closed fails. */
-class LeasedConnection implements Connection {
+class LeasedConnection extends StatementConnection {
   active = true
 
-  constructor(readonly session: Session) {}
+  constructor(readonly session: Session) {
+    super()
+  }
 
-  private run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
+  protected run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
     return this.active ? this.session.run(config, onResult) : Effect.fail(usedAfterScope)
-  }
-
-  execute(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    return this.run({ text: sql, values: params as Array<unknown> }, asRows(transformRows))
-  }
-
-  executeRaw(sql: string, params: ReadonlyArray<unknown>) {
-    return this.run({ text: sql, values: params as Array<unknown> }, asResult)
-  }
-
-  executeValues(sql: string, params: ReadonlyArray<unknown>) {
-    return this.run({ text: sql, values: params as Array<unknown>, rowMode: "array" }, asArrayRows)
-  }
-
-  executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    return this.execute(sql, params, transformRows)
   }
 
   executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
@@ -452,12 +474,10 @@ export const make = (
       Effect.flatMap(pool.acquire(restore), (session) => pool.release(session))
     )
 
-    const pooled = makeConnection(
-      (config, onResult) => pool.statement(config, onResult),
-      (sql, params, transformRows) =>
-        Stream.unwrapScoped(
-          Effect.flatMap(reserveSession, (session) => cursorStream(session, sql, params, transformRows))
-        )
+    const pooled = new PooledConnection(pool, (sql, params, transformRows) =>
+      Stream.unwrapScoped(
+        Effect.flatMap(reserveSession, (session) => cursorStream(session, sql, params, transformRows))
+      )
     )
 
     /** A session for the current scope; released (with the release protocol) when the scope closes. */

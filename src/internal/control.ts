@@ -16,7 +16,7 @@
  * @internal
  */
 import * as Pg from "pg"
-import { type CancelOutcome, CONTROL_APPLICATION_NAME, destroyClient } from "./wire.js"
+import { type CancelOutcome, CONTROL_APPLICATION_NAME, destroyClient, endClient } from "./wire.js"
 
 const CANCEL_SQL = "SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2"
 
@@ -112,16 +112,6 @@ export class CancelChannel {
     if (this.pending !== undefined) this.drop(this.pending)
     const client = this.client
     this.client = undefined
-    if (client === undefined) return Promise.resolve()
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        destroyClient(client)
-        resolve()
-      }, timeoutMs)
-      client.end(() => {
-        clearTimeout(timer)
-        resolve()
-      })
-    })
+    return client === undefined ? Promise.resolve() : endClient(client, timeoutMs)
   }
 }

@@ -12,7 +12,14 @@ import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 import { canCarryBegin, type InnerQuery, WithBegin } from "./begin.js"
 import type { CancelChannel } from "./control.js"
-import { type CancelOutcome, destroyClient, type Endpoint, sendCancelRequest, terminateBackend } from "./wire.js"
+import {
+  type CancelOutcome,
+  destroyClient,
+  type Endpoint,
+  endClient,
+  sendCancelRequest,
+  terminateBackend
+} from "./wire.js"
 
 /** Deadlines of the cleanup steps, in milliseconds. */
 export interface Deadlines {
@@ -382,7 +389,7 @@ export class Session {
         callback(error, undefined)
         return { query: config, done: true, error, fail: undefined }
       }
-      record.callback(error, undefined)
+      record.fail(error)
     }
     return record
   }
@@ -650,16 +657,7 @@ export class Session {
       destroyClient(this.client)
       return
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        destroyClient(this.client)
-        resolve()
-      }, this.config.deadlines.terminate)
-      this.client.end(() => {
-        clearTimeout(timer)
-        resolve()
-      })
-    })
+    await endClient(this.client, this.config.deadlines.terminate)
   }
 
   /** ROLLBACK within the rollback deadline; true when the session is verified idle afterwards. */

@@ -119,3 +119,16 @@ export const destroyClient = (client: Pg.Client): void => {
     // the socket is already gone
   }
 }
+
+/** Ends a client gracefully (Terminate message), destroying its socket if that takes longer than `timeoutMs`. */
+export const endClient = (client: Pg.Client, timeoutMs: number): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      destroyClient(client)
+      resolve()
+    }, timeoutMs)
+    client.end(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
