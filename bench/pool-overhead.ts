@@ -141,10 +141,11 @@ const impls: ReadonlyArray<Impl> = [
             client: {},
             applicationName: "bench-pool-overhead",
             connectTimeoutMs: 1000,
-            deadlines: { cancel: 100, drain: 100, rollback: 100, terminate: 100 },
+            deadlines: { cancel: 100, drain: 100, rollback: 100, reset: 100, terminate: 100 },
             startupParameters: [],
             statementCacheSize: 0,
-            cancelProbe: false
+            cancelProbe: false,
+            alwaysReset: false
           },
           maxConnections: POOL_SIZE,
           minConnections: POOL_SIZE,

@@ -13,8 +13,9 @@ import type { Connection } from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Statement from "@effect/sql/Statement"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import type * as Cause from "effect/Cause"
+import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -25,12 +26,15 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
 import { CancelChannel } from "./internal/control.js"
+import { ListenHub } from "./internal/listen.js"
 import { Pool } from "./internal/pool.js"
 import {
   type Deadlines,
@@ -39,7 +43,7 @@ import {
   type StatementConfig,
   statementError
 } from "./internal/session.js"
-import { directStatements, spansObservable } from "./internal/statement.js"
+import { directStatements } from "./internal/statement.js"
 import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
@@ -122,6 +126,34 @@ export interface WardenClientConfig extends PgClient.PgClientConfig {
    * the protocol CancelRequest is the fallback. Default true; `false` always uses the protocol.
    */
   readonly cancelChannel?: boolean | undefined
+  /**
+   * When a lease's session is reset to its baseline before the next borrower gets it (C8):
+   * `"auto"` (default) after a lease whose statements may have changed session state (SET,
+   * `set_config`, session advisory locks, temporary tables, PREPARE, LISTEN, WITH HOLD cursors, a
+   * function pg-warden does not know, …); `"always"` after every lease that ran a statement, for
+   * code that changes session state where no statement shows it (a trigger calling `set_config`).
+   */
+  readonly sessionReset?: "auto" | "always" | undefined
+  /** Deadline for resetting a session's state (C8). Default 1 s. */
+  readonly resetTimeout?: Duration.DurationInput | undefined
+  /**
+   * Runs on every new connection before its first use, with an `SqlClient` whose statements run on
+   * that connection (for `search_path`, a role, settings). Bounded by `connectTimeout`; a failure
+   * fails the connection attempt. The settings and role it leaves are the session's baseline: every
+   * reset restores them.
+   */
+  readonly onConnect?: ((sql: Client.SqlClient) => Effect.Effect<unknown, SqlError>) | undefined
+  /** `statement_timeout` of every session, sent in the startup packet. Default: the server's. */
+  readonly statementTimeout?: Duration.DurationInput | undefined
+  /** `lock_timeout` of every session, sent in the startup packet. Default: the server's. */
+  readonly lockTimeout?: Duration.DurationInput | undefined
+  /**
+   * Further run-time parameters for the startup packet (`{ work_mem: "64MB" }`). A parameter also
+   * set by pg-warden's safety defaults takes the value given here; the same parameter given
+   * differently here, in the URL's `options` or by `statementTimeout` / `lockTimeout` fails with
+   * `InvalidConfig`.
+   */
+  readonly startupParameters?: Readonly<Record<string, string>> | undefined
 }
 
 /**
@@ -140,6 +172,7 @@ export const defaults = {
   cancelTimeout: 500,
   drainTimeout: 1_000,
   rollbackTimeout: 1_000,
+  resetTimeout: 1_000,
   terminateTimeout: 1_000,
   statementCacheSize: 256,
   applicationName: "pg-warden",
@@ -157,7 +190,7 @@ export const defaults = {
  */
 export const cleanupBound = (config: WardenClientConfig): Duration.Duration => {
   const d = deadlinesOf(config)
-  return Duration.millis(d.cancel + d.drain + d.rollback + d.terminate)
+  return Duration.millis(d.cancel + d.drain + d.rollback + d.reset + d.terminate)
 }
 
 /**
@@ -180,47 +213,159 @@ const deadlinesOf = (config: WardenClientConfig): Deadlines => ({
   cancel: millis(config.cancelTimeout, defaults.cancelTimeout),
   drain: millis(config.drainTimeout, defaults.drainTimeout),
   rollback: millis(config.rollbackTimeout, defaults.rollbackTimeout),
+  reset: millis(config.resetTimeout, defaults.resetTimeout),
   terminate: millis(config.terminateTimeout, defaults.terminateTimeout)
 })
 
-const startupParametersOf = (safety: ServerSafety | false | undefined): Array<readonly [string, string]> => {
-  if (safety === false) return []
+/** pg-warden's safety settings, as startup parameters; `explicit` says which the user set. */
+const safetyParametersOf = (
+  safety: ServerSafety | false | undefined
+): { readonly parameters: Array<readonly [string, string]>; readonly explicit: ReadonlySet<string> } => {
+  const explicit = new Set<string>()
+  const parameters: Array<readonly [string, string]> = []
+  if (safety === false) return { parameters, explicit }
   const s = safety ?? {}
-  const out: Array<readonly [string, string]> = []
   const ms = (v: Duration.DurationInput) => String(Math.max(0, Math.round(Duration.toMillis(Duration.decode(v)))))
   const seconds = (v: Duration.DurationInput) =>
     String(Math.max(1, Math.round(Duration.toMillis(Duration.decode(v)) / 1000)))
   if (s.idleInTransactionSessionTimeout !== null) {
-    out.push([
+    if (s.idleInTransactionSessionTimeout !== undefined) explicit.add("idle_in_transaction_session_timeout")
+    parameters.push([
       "idle_in_transaction_session_timeout",
       ms(s.idleInTransactionSessionTimeout ?? defaults.idleInTransactionSessionTimeout)
     ])
   }
   if (s.tcpKeepalives !== null) {
+    if (s.tcpKeepalives !== undefined) {
+      for (const name of ["tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"]) explicit.add(name)
+    }
     const k = s.tcpKeepalives ?? defaults.tcpKeepalives
-    out.push(["tcp_keepalives_idle", seconds(k.idle)])
-    out.push(["tcp_keepalives_interval", seconds(k.interval)])
-    out.push(["tcp_keepalives_count", String(Math.max(1, Math.round(k.count)))])
+    parameters.push(["tcp_keepalives_idle", seconds(k.idle)])
+    parameters.push(["tcp_keepalives_interval", seconds(k.interval)])
+    parameters.push(["tcp_keepalives_count", String(Math.max(1, Math.round(k.count)))])
   }
   if (s.clientConnectionCheckInterval !== null) {
-    out.push([
+    if (s.clientConnectionCheckInterval !== undefined) explicit.add("client_connection_check_interval")
+    parameters.push([
       "client_connection_check_interval",
       ms(s.clientConnectionCheckInterval ?? defaults.clientConnectionCheckInterval)
     ])
   }
+  return { parameters, explicit }
+}
+
+/**
+ * Splits a libpq `options` string (`-c name=value --name=value`, backslash escapes) into
+ * parameters. Anything else in it (other command-line switches) cannot be merged: `InvalidConfig`.
+ */
+const parseOptions = (options: string): Array<readonly [string, string]> => {
+  const words: Array<string> = []
+  let word = ""
+  let escaped = false
+  let inWord = false
+  for (const c of options) {
+    if (escaped) {
+      word += c
+      escaped = false
+    } else if (c === "\\") {
+      escaped = true
+      inWord = true
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word)
+      word = ""
+      inWord = false
+    } else {
+      word += c
+      inWord = true
+    }
+  }
+  if (inWord) words.push(word)
+  const out: Array<readonly [string, string]> = []
+  for (let i = 0; i < words.length; i++) {
+    let setting: string | undefined
+    const current = words[i]!
+    if (current === "-c") setting = words[++i]
+    else if (current.startsWith("-c")) setting = current.slice(2)
+    else if (current.startsWith("--")) setting = current.slice(2)
+    const eq = setting?.indexOf("=") ?? -1
+    if (setting === undefined || eq <= 0) {
+      throw invalid(`the URL's options must be "-c name=value" settings, got ${JSON.stringify(options)}`)
+    }
+    out.push([setting.slice(0, eq).replace(/-/g, "_"), setting.slice(eq + 1)])
+  }
   return out
 }
+
+/**
+ * The startup parameters of every session: pg-warden's safety settings, merged with what the user
+ * asked for (URL `options` and parameters, `startupParameters`, `statementTimeout`, `lockTimeout`).
+ * A user value replaces a safety default of the same name; two different user values for one
+ * parameter are a configuration error, never a silent choice.
+ */
+const mergeStartupParameters = (
+  config: WardenClientConfig,
+  fromUrl: ReadonlyArray<readonly [string, string, string]>
+): Array<readonly [string, string]> => {
+  const user = new Map<string, { readonly value: string; readonly source: string }>()
+  const add = (name: string, value: string, source: string) => {
+    const key = name.toLowerCase()
+    const known = user.get(key)
+    if (known !== undefined && known.value !== value) {
+      throw invalid(`${key} is set twice: ${known.value} (${known.source}) and ${value} (${source})`)
+    }
+    user.set(key, { value, source })
+  }
+  for (const [name, value, source] of fromUrl) add(name, value, source)
+  for (const [name, value] of Object.entries(config.startupParameters ?? {})) add(name, value, "startupParameters")
+  const ms = (v: Duration.DurationInput) => `${Math.max(0, Math.round(Duration.toMillis(Duration.decode(v))))}ms`
+  if (config.statementTimeout !== undefined) add("statement_timeout", ms(config.statementTimeout), "statementTimeout")
+  if (config.lockTimeout !== undefined) add("lock_timeout", ms(config.lockTimeout), "lockTimeout")
+  const safety = safetyParametersOf(config.serverSafety)
+  const out: Array<readonly [string, string]> = []
+  for (const [name, value] of safety.parameters) {
+    const mine = user.get(name)
+    if (mine === undefined) {
+      out.push([name, value])
+    } else if (safety.explicit.has(name) && mine.value !== value) {
+      throw invalid(`${name} is set twice: ${value} (serverSafety) and ${mine.value} (${mine.source})`)
+    }
+  }
+  for (const [name, { value }] of user) out.push([name, value])
+  return out
+}
+
+/** URL parameters pg would send as run-time parameters of their own; pg-warden merges them instead. */
+const URL_SETTINGS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"] as const
 
 const invalid = (detail: string, cause?: unknown) =>
   sqlError("InvalidConfig", detail, cause !== undefined ? { cause } : undefined)
 
+/**
+ * Connection settings that come from a `pg.Pool` the caller owns (`fromPool`) rather than from
+ * pg-warden's own options: they may carry a password function, evaluated per new connection.
+ */
+type Adopted = Pick<
+  Pg.ClientConfig,
+  "connectionString" | "host" | "port" | "user" | "password" | "database" | "ssl" | "types" | "stream" | "options"
+> & {
+  readonly application_name?: string | undefined
+  readonly statement_timeout?: number | false | undefined
+  readonly lock_timeout?: number | undefined
+  readonly idle_in_transaction_session_timeout?: number | undefined
+}
+
+/** Keeps only the fields that are set (pg treats an explicit `undefined` or `""` as "given"). */
+const defined = <A extends object>(value: A): Partial<A> =>
+  Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && v !== null && v !== "")) as Partial<A>
+
 /** Validates the configuration and derives the pool's. Every user mistake is a typed error. */
 const resolveConfig = (
-  config: WardenClientConfig
+  config: WardenClientConfig,
+  adopted?: Adopted
 ): Effect.Effect<{ pool: ConstructorParameters<typeof Pool>[0]; client: PgClient.PgClientConfig }, SqlError> =>
   Effect.try({
     try: () => {
-      const url = config.url ? Redacted.value(config.url) : undefined
+      const url = config.url ? Redacted.value(config.url) : adopted?.connectionString
       let parsed: ReturnType<typeof parseConnectionString> | undefined
       if (url !== undefined) {
         if (!/^postgres(ql)?:\/\//.test(url) && !url.startsWith("socket:")) {
@@ -241,7 +386,7 @@ const resolveConfig = (
       if (!Number.isInteger(minConnections) || minConnections < 0 || minConnections > maxConnections) {
         throw invalid(`minConnections must be an integer between 0 and maxConnections, got ${minConnections}`)
       }
-      const port = config.port ?? (parsed?.port ? Number(parsed.port) : undefined)
+      const port = config.port ?? adopted?.port ?? (parsed?.port ? Number(parsed.port) : undefined)
       if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
         throw invalid(`port must be between 1 and 65535, got ${port}`)
       }
@@ -249,46 +394,104 @@ const resolveConfig = (
       if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
         throw invalid(`statementCacheSize must be a non-negative integer, got ${statementCacheSize}`)
       }
+      if (config.sessionReset !== undefined && config.sessionReset !== "auto" && config.sessionReset !== "always") {
+        throw invalid(`sessionReset must be "auto" or "always", got ${JSON.stringify(config.sessionReset)}`)
+      }
       const deadlines = deadlinesOf(config)
       for (const [name, value] of Object.entries(deadlines)) {
         if (!(value > 0) || !Number.isFinite(value)) throw invalid(`${name}Timeout must be a positive finite duration`)
       }
-      const applicationName = (config.applicationName ?? defaults.applicationName).slice(0, 63)
+
+      // The URL's application_name names the pool when the options do not; both, differing, is a
+      // mistake: the audit and the out-of-band terminate find the pool's backends by this name.
+      const urlApplicationName = (parsed?.application_name as string | undefined) || adopted?.application_name
+      if (
+        config.applicationName !== undefined &&
+        urlApplicationName !== undefined &&
+        urlApplicationName !== config.applicationName
+      ) {
+        throw invalid(
+          `applicationName ${JSON.stringify(config.applicationName)} and the URL's application_name ` +
+            `${JSON.stringify(urlApplicationName)} differ`
+        )
+      }
+      const applicationName = (config.applicationName ?? urlApplicationName ?? defaults.applicationName).slice(0, 63)
       if (applicationName === CONTROL_APPLICATION_NAME) {
         throw invalid(`applicationName ${CONTROL_APPLICATION_NAME} is reserved for control connections`)
       }
-      const pgConfig: Pg.ClientConfig = {
-        ...(url !== undefined ? { connectionString: url } : {}),
-        ...(config.host !== undefined ? { host: config.host } : {}),
-        ...(config.port !== undefined ? { port: config.port } : {}),
-        ...(config.database !== undefined ? { database: config.database } : {}),
-        ...(config.username !== undefined ? { user: config.username } : {}),
-        ...(config.password !== undefined ? { password: Redacted.value(config.password) } : {}),
-        ...(config.ssl !== undefined ? { ssl: config.ssl as boolean | ConnectionOptions } : {}),
-        ...(config.types !== undefined ? { types: config.types } : {}),
-        ...(config.stream !== undefined ? { stream: config.stream as any } : {})
+
+      // Run-time parameters given with the connection (URL, adopted pool) merge with pg-warden's;
+      // pg would otherwise send the URL's `options` in place of the safety settings.
+      const fromUrl: Array<readonly [string, string, string]> = []
+      const options = [adopted?.options, parsed?.options as string | undefined].filter(
+        (o): o is string => typeof o === "string" && o.trim() !== ""
+      )
+      for (const o of options) for (const [name, value] of parseOptions(o)) fromUrl.push([name, value, "URL options"])
+      for (const name of URL_SETTINGS) {
+        const value = parsed?.[name] ?? adopted?.[name]
+        if (value !== undefined && value !== null && value !== false) fromUrl.push([name, String(value), `URL ${name}`])
       }
-      const session: SessionConfig = {
+      const startupParameters = mergeStartupParameters(config, fromUrl)
+
+      const {
+        options: _options,
+        application_name: _applicationName,
+        statement_timeout: _statementTimeout,
+        lock_timeout: _lockTimeout,
+        idle_in_transaction_session_timeout: _idle,
+        ...connection
+      } = (parsed ?? {}) as Record<string, unknown>
+      const pgConfig: Pg.ClientConfig = {
+        ...defined({
+          host: adopted?.host,
+          port: adopted?.port,
+          user: adopted?.user,
+          password: adopted?.password,
+          database: adopted?.database,
+          ssl: adopted?.ssl,
+          types: adopted?.types,
+          stream: adopted?.stream
+        }),
+        ...defined({
+          host: config.host,
+          port: config.port,
+          database: config.database,
+          user: config.username,
+          password: config.password !== undefined ? Redacted.value(config.password) : undefined,
+          ssl: config.ssl as boolean | ConnectionOptions | undefined,
+          types: config.types,
+          stream: config.stream as any
+        }),
+        // As with pg itself, what the URL says wins over the separate fields.
+        ...(defined(connection) as Pg.ClientConfig)
+      }
+      const connectTimeoutMs = millis(config.connectTimeout, defaults.connectTimeout)
+      const session: Omit<SessionConfig, "onConnect"> = {
         client: pgConfig,
         applicationName,
-        connectTimeoutMs: millis(config.connectTimeout, defaults.connectTimeout),
+        connectTimeoutMs,
         deadlines,
-        startupParameters: startupParametersOf(config.serverSafety),
+        startupParameters,
         statementCacheSize,
         cancelProbe: config.cancelProbe ?? true,
+        alwaysReset: config.sessionReset === "always",
         cancelChannel:
-          config.cancelChannel === false
-            ? undefined
-            : new CancelChannel(pgConfig, applicationName, millis(config.connectTimeout, defaults.connectTimeout))
+          config.cancelChannel === false ? undefined : new CancelChannel(pgConfig, applicationName, connectTimeoutMs)
       }
       const client: PgClient.PgClientConfig = {
         ...config,
         applicationName,
-        host: config.host ?? parsed?.host ?? undefined,
+        host: config.host ?? parsed?.host ?? adopted?.host ?? undefined,
         port: port,
-        username: config.username ?? parsed?.user ?? undefined,
-        database: config.database ?? parsed?.database ?? undefined,
-        password: config.password ?? (parsed?.password ? Redacted.make(parsed.password) : undefined)
+        username: config.username ?? parsed?.user ?? adopted?.user ?? undefined,
+        database: config.database ?? parsed?.database ?? adopted?.database ?? undefined,
+        password:
+          config.password ??
+          (parsed?.password
+            ? Redacted.make(parsed.password)
+            : typeof adopted?.password === "string"
+              ? Redacted.make(adopted.password)
+              : undefined)
       }
       return {
         client,
@@ -386,6 +589,7 @@ const cursorStream = (
   Effect.gen(function* () {
     const refusal = session.refusal()
     if (refusal !== undefined) return yield* Effect.fail(refusal)
+    session.note(sql)
     if (session.beginPending) {
       // A cursor cannot carry BEGIN: open the transaction first.
       session.beginPending = false
@@ -460,14 +664,32 @@ const usedAfterScope = new SqlError({ message: "Connection used after its scope 
  */
 export const make = (
   options: WardenClientConfig
+): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> => makeWith(options)
+
+const makeWith = (
+  options: WardenClientConfig,
+  adopted?: Adopted
 ): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function* () {
-    const resolved = yield* resolveConfig(options)
+    const resolved = yield* resolveConfig(options, adopted)
+    const config = resolved.client
+    const spanAttributes: Array<readonly [string, unknown]> = [
+      ...(options.spanAttributes ? Object.entries(options.spanAttributes) : []),
+      [ATTR_DB_SYSTEM_NAME, "postgresql"],
+      [ATTR_DB_NAMESPACE, config.database ?? config.username ?? "postgres"],
+      [ATTR_SERVER_ADDRESS, config.host ?? "localhost"],
+      [ATTR_SERVER_PORT, config.port ?? 5432]
+    ]
+    const compiler = PgClient.makeCompiler(options.transformQueryNames, options.transformJson)
+    const transformRows = options.transformResultNames
+      ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
+      : undefined
+
+    const onConnect = yield* connectHook(options.onConnect, { compiler, spanAttributes, transformRows })
     const pool = yield* Effect.acquireRelease(
-      Effect.sync(() => new Pool(resolved.pool)),
+      Effect.sync(() => new Pool({ ...resolved.pool, session: { ...resolved.pool.session, onConnect } })),
       (pool) => Effect.promise(() => pool.close())
     )
-    const config = resolved.client
 
     // Check the server is reachable now, like PgClient.make does, with a typed error if not.
     yield* Effect.uninterruptibleMask((restore) =>
@@ -505,19 +727,6 @@ export const make = (
       })
     )
 
-    const spanAttributes: Array<readonly [string, unknown]> = [
-      ...(options.spanAttributes ? Object.entries(options.spanAttributes) : []),
-      [ATTR_DB_SYSTEM_NAME, "postgresql"],
-      [ATTR_DB_NAMESPACE, config.database ?? config.username ?? "postgres"],
-      [ATTR_SERVER_ADDRESS, config.host ?? "localhost"],
-      [ATTR_SERVER_PORT, config.port ?? 5432]
-    ]
-
-    const compiler = PgClient.makeCompiler(options.transformQueryNames, options.transformJson)
-    const transformRows = options.transformResultNames
-      ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
-      : undefined
-
     const base = yield* Client.make({
       acquirer: Effect.succeed(pooled),
       transactionAcquirer: reserve,
@@ -527,18 +736,15 @@ export const make = (
     })
 
     const withTransaction = makeWithTransaction(pool, spanAttributes)
+    const hub = new ListenHub(pool, yield* Effect.makeSemaphore(1))
 
     const listen = (channel: string): Stream.Stream<string, SqlError> =>
       Stream.asyncPush<string, SqlError>((emit) =>
-        Effect.gen(function* () {
-          const session = yield* Effect.acquireRelease(pool.openDedicated(), (session) => pool.closeDedicated(session))
-          session.client.on("notification", (message) => {
-            if (message.channel === channel && message.payload !== undefined) emit.single(message.payload)
-          })
-          yield* session.run({ text: `LISTEN ${Pg.escapeIdentifier(channel)}` }, () => undefined)
-          session.onLost = (s) =>
-            emit.fail(sqlError("ConnectionLost", `the LISTEN connection for ${channel} was lost`, { cause: s.lost }))
-        })
+        hub.subscribe(
+          channel,
+          (payload) => emit.single(payload),
+          (error) => emit.fail(error)
+        )
       )
 
     const notify = (channel: string, payload: string): Effect.Effect<void, SqlError> =>
@@ -562,54 +768,91 @@ export const make = (
     return directStatements(client, pooled) as unknown as WardenClient
   })
 
+/**
+ * The user's connect hook as the core calls it: an `SqlClient` over the new session, run in the
+ * Layer's runtime, interrupted when the connection attempt is abandoned.
+ */
+const connectHook = (
+  hook: WardenClientConfig["onConnect"],
+  options: Omit<Client.SqlClient.MakeOptions, "acquirer">
+): Effect.Effect<SessionConfig["onConnect"], never, Reactivity.Reactivity> =>
+  Effect.gen(function* () {
+    if (hook === undefined) return undefined
+    const runtime = yield* Effect.runtime<Reactivity.Reactivity>()
+    const run = Runtime.runPromiseExit(runtime)
+    return (session: Session, signal: AbortSignal) =>
+      run(Effect.flatMap(Client.make({ ...options, acquirer: Effect.succeed(new LeasedConnection(session)) }), hook), {
+        signal
+      }).then((exit) => {
+        // The hook's own error (an SqlError with the driver's cause) becomes the connect failure's cause.
+        if (Exit.isFailure(exit)) throw Cause.squash(exit.cause)
+      })
+  })
+
 const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly [string, unknown]>) => {
-  const span = { kind: "client", captureStackTrace: false, attributes: Object.fromEntries(spanAttributes) } as const
-  const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
+  const spanOptions = {
+    kind: "client",
+    captureStackTrace: false,
+    attributes: Object.fromEntries(spanAttributes)
+  } as const
+  // As @effect/sql makes it: one `sql.transaction` span per call, the parent of what runs inside,
+  // with an event for how it ended.
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
-        const context = fiber.currentContext
-        const outer = Context.getOption(context, Client.TransactionConnection)
-        const inTransaction = (connection: Connection, depth: number) =>
-          Effect.locally(
-            restore(effect),
-            FiberRef.currentContext,
-            Context.add(context, Client.TransactionConnection, [connection, depth] as const)
-          )
-        if (Option.isSome(outer)) {
-          const [connection, depth] = outer.value
-          const name = `warden_sp_${depth + 1}`
-          return connection.executeUnprepared(`SAVEPOINT ${name}`, [], undefined).pipe(
-            Effect.zipRight(Effect.exit(inTransaction(connection, depth + 1))),
-            Effect.flatMap(
-              (exit): Effect.Effect<A, E | SqlError, R> =>
-                Exit.isSuccess(exit) ? exit : Effect.zipRight(rollbackToSavepoint(connection, name), exit)
+      Effect.useSpan("sql.transaction", spanOptions, (span) =>
+        Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
+          const context = fiber.currentContext
+          const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+          const mark = (event: string) => span.event(event, clock.unsafeCurrentTimeNanos())
+          const outer = Context.getOption(context, Client.TransactionConnection)
+          const inTransaction = (connection: Connection, depth: number) =>
+            Effect.locally(
+              restore(effect),
+              FiberRef.currentContext,
+              Context.add(context, Client.TransactionConnection, [connection, depth] as const).pipe(
+                Context.add(Tracer.ParentSpan, span)
+              )
             )
-          )
-        }
-        return Effect.flatMap(pool.acquire(restore), (session) => {
-          const connection = new LeasedConnection(session)
-          // BEGIN travels with the transaction's first statement, saving a round trip.
-          session.beginPending = true
-          const end = Effect.suspend(() => {
-            connection.active = false
-            return pool.release(session)
-          })
-          const failed = (cause: Cause.Cause<E | SqlError>) => Effect.zipRight(end, Effect.failCause(cause))
-          return Effect.matchCauseEffect(inTransaction(connection, 0), {
-            onFailure: failed,
-            onSuccess: (value) =>
-              Effect.matchCauseEffect(restore(commit(session)), {
-                onFailure: failed,
-                onSuccess: () => Effect.as(end, value)
+          if (Option.isSome(outer)) {
+            const [connection, depth] = outer.value
+            const name = `warden_sp_${depth + 1}`
+            return connection.executeUnprepared(`SAVEPOINT ${name}`, [], undefined).pipe(
+              Effect.zipRight(Effect.exit(inTransaction(connection, depth + 1))),
+              Effect.flatMap((exit): Effect.Effect<A, E | SqlError, R> => {
+                if (Exit.isSuccess(exit)) {
+                  mark("db.transaction.savepoint")
+                  return exit
+                }
+                mark("db.transaction.rollback")
+                return Effect.zipRight(rollbackToSavepoint(connection, name), exit)
               })
+            )
+          }
+          return Effect.flatMap(pool.acquire(restore), (session) => {
+            const connection = new LeasedConnection(session)
+            // BEGIN travels with the transaction's first statement, saving a round trip.
+            session.beginPending = true
+            const end = Effect.suspend(() => {
+              connection.active = false
+              return pool.release(session)
+            })
+            const failed = (cause: Cause.Cause<E | SqlError>) => {
+              mark("db.transaction.rollback")
+              return Effect.zipRight(end, Effect.failCause(cause))
+            }
+            return Effect.matchCauseEffect(inTransaction(connection, 0), {
+              onFailure: failed,
+              onSuccess: (value) => {
+                mark("db.transaction.commit")
+                return Effect.matchCauseEffect(restore(commit(session)), {
+                  onFailure: (cause) => Effect.zipRight(end, Effect.failCause(cause)),
+                  onSuccess: () => Effect.as(end, value)
+                })
+              }
+            })
           })
         })
-      })
-    )
-  // The span is only made when a tracer other than Effect's built-in one would record it.
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
-    Effect.withFiberRuntime((fiber) =>
-      spansObservable(fiber) ? Effect.withSpan(transaction(effect), "sql.transaction", span) : transaction(effect)
+      )
     )
 }
 
@@ -725,6 +968,54 @@ export const layer = (
   config: WardenClientConfig
 ): Layer.Layer<PgClient.PgClient | Client.SqlClient | WardenPool.WardenPool, SqlError> =>
   Layer.scopedContext(Effect.map(make(config), toContext)).pipe(Layer.provide(Reactivity.layer))
+
+/**
+ * What {@link fromPool} takes: how to get the `pg.Pool` whose connection settings pg-warden
+ * adopts, and any of pg-warden's options but the connection fields (they come from the pool).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WardenClientFromPoolOptions
+  extends Omit<WardenClientConfig, "url" | "host" | "port" | "database" | "username" | "password" | "ssl" | "stream"> {
+  /** The pool, as `@effect/sql-pg`'s `fromPool` takes it; its lifetime stays the caller's. */
+  readonly acquire: Effect.Effect<Pg.Pool, SqlError, Scope.Scope>
+}
+
+/**
+ * A client whose connections are made with the settings of a `pg.Pool` the caller owns, as
+ * `@effect/sql-pg`'s `fromPool` (for example a pool whose `password` is a function that fetches
+ * an IAM token: it is evaluated for every new connection). pg-warden opens its own sessions from
+ * `pool.options` and never takes connections from the caller's pool, so every guarantee holds;
+ * `maxConnections` and the other pool options are pg-warden's (the `pg.Pool`'s `max` is ignored).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromPool = (
+  options: WardenClientFromPoolOptions
+): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
+  Effect.flatMap(options.acquire, (pgPool) => {
+    const adopted = pgPool.options as Pg.PoolConfig & Adopted
+    return makeWith(
+      {
+        ...options,
+        ...(options.types === undefined && adopted.types !== undefined ? { types: adopted.types as any } : {})
+      },
+      adopted
+    )
+  })
+
+/**
+ * {@link fromPool} as a Layer providing `SqlClient`, `PgClient` and `WardenPool`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFromPool = (
+  options: WardenClientFromPoolOptions
+): Layer.Layer<PgClient.PgClient | Client.SqlClient | WardenPool.WardenPool, SqlError> =>
+  Layer.scopedContext(Effect.map(fromPool(options), toContext)).pipe(Layer.provide(Reactivity.layer))
 
 /**
  * Like {@link layer}, reading the configuration from `Config`.

@@ -34,7 +34,9 @@ export interface PoolSnapshot {
  * - `ConnectionLost`: the session broke while in use (server ended it, network error);
  * - `CommitFailed`: COMMIT returned an error;
  * - `CommitRolledBack`: the server answered COMMIT with ROLLBACK (the transaction had failed);
- * - `InvalidConfig`: the configuration cannot work (bad URL, bad numbers).
+ * - `TransactionLeftOpen`: a statement outside `withTransaction` / `reserve` opened a transaction
+ *   (a bare BEGIN); it was rolled back;
+ * - `InvalidConfig`: the configuration cannot work (bad URL, bad numbers, conflicting settings).
  *
  * @since 0.1.0
  * @category models
@@ -47,6 +49,7 @@ export type Reason =
   | "ConnectionLost"
   | "CommitFailed"
   | "CommitRolledBack"
+  | "TransactionLeftOpen"
   | "InvalidConfig"
 
 /**
@@ -68,6 +71,17 @@ export class WardenError extends Data.TaggedError("WardenError")<{
       ? ` [pool: total=${this.snapshot.total} idle=${this.snapshot.idle} inUse=${this.snapshot.inUse} waiting=${this.snapshot.waiting} connecting=${this.snapshot.connecting} releasing=${this.snapshot.releasing} max=${this.snapshot.maxConnections}]`
       : ""
     return `${this.reason}: ${this.detail}${code ? ` (SQLSTATE ${code})` : ""}${snapshot}`
+  }
+
+  /**
+   * The code of the driver error behind this failure (a SQLSTATE such as `3D000`, or a system
+   * error code such as `ECONNREFUSED`), where `@effect/sql-pg` users find it: `error.cause.code`.
+   *
+   * @since 0.1.0
+   */
+  get code(): string | undefined {
+    const code = (this.cause as { code?: unknown } | undefined)?.code
+    return typeof code === "string" ? code : undefined
   }
 
   /**

@@ -12,8 +12,9 @@ import type { PoolSnapshot } from "./WardenError.js"
 
 /**
  * Counters since the pool started. Release outcomes: `reused` (clean, back as is),
- * `rolledBack` (open transaction rolled back), `cancelled` (statement cancelled, confirmed),
- * `closed` (clean, closed gracefully), `terminated` (socket destroyed, backend ended).
+ * `rolledBack` (open transaction rolled back), `reset` (session state the lease changed was reset
+ * to the baseline, C8), `cancelled` (statement cancelled, confirmed), `closed` (clean, closed
+ * gracefully), `terminated` (socket destroyed, backend ended). One outcome per release.
  *
  * @since 0.1.0
  * @category models
@@ -26,6 +27,7 @@ export interface PoolCounters {
   readonly waitersInterrupted: number
   readonly reused: number
   readonly rolledBack: number
+  readonly reset: number
   readonly cancelled: number
   readonly closed: number
   readonly terminated: number

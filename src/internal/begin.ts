@@ -1,4 +1,6 @@
 /**
+ * Statements sent with messages of ours in front of them, in one Sync group.
+ *
  * BEGIN without a round trip of its own: the first statement of a transaction is sent as
  * one extended-protocol group, `Parse/Bind/Execute BEGIN` followed by the statement's own
  * messages and a single Sync.
@@ -16,6 +18,7 @@ interface Wire {
   readonly stream: { cork?: () => void; uncork?: () => void }
   readonly submittedNamedStatements: Record<string, string>
   parse(query: { text: string }): void
+  close(message: { type: "S" | "P"; name: string }): void
   bind(config: object): void
   execute(config: object): void
 }
@@ -39,48 +42,26 @@ export interface InnerQuery {
 /** A statement can ride behind BEGIN when it is one statement (the extended protocol takes only one). */
 export const canCarryBegin = (text: string): boolean => !text.includes(";")
 
-export class WithBegin {
-  /** 0: BEGIN's replies are still coming; 1: everything belongs to the statement. */
-  private phase: 0 | 1 = 0
-
+/** Hands every reply to the wrapped statement; subclasses add messages in front of it. */
+abstract class Prefixed {
   constructor(readonly inner: InnerQuery) {}
 
-  // pg reads `name` and `text` of the active query when a ParseComplete or an error arrives;
-  // during BEGIN's part they must not point at the statement's prepared name.
   get name(): string | undefined {
-    return this.phase === 1 ? this.inner.name : undefined
+    return this.inner.name
   }
 
   get text(): string {
     return this.inner.text
   }
 
-  submit(connection: Wire): Error | null {
-    connection.stream.cork?.()
-    try {
-      connection.parse({ text: "BEGIN" })
-      connection.bind({})
-      connection.execute({})
-      return this.inner.submit(connection)
-    } finally {
-      connection.stream.uncork?.()
-    }
-  }
+  abstract submit(connection: Wire): Error | null
 
   handleCommandComplete(msg: unknown, connection: unknown): void {
-    if (this.phase === 0) {
-      this.phase = 1
-      return
-    }
     this.inner.handleCommandComplete(msg, connection)
   }
-
   handleError(error: unknown, connection: Wire): void {
-    // BEGIN failed: the server skips the statement up to the Sync, including its Parse.
-    if (this.phase === 0 && this.inner.name !== undefined) delete connection.submittedNamedStatements[this.inner.name]
     this.inner.handleError(error, connection)
   }
-
   handleRowDescription(msg: unknown): void {
     this.inner.handleRowDescription(msg)
   }
@@ -101,5 +82,59 @@ export class WithBegin {
   }
   handleCopyData(msg: unknown, connection: unknown): void {
     this.inner.handleCopyData(msg, connection)
+  }
+}
+
+export class WithBegin extends Prefixed {
+  /** 0: BEGIN's replies are still coming; 1: everything belongs to the statement. */
+  private phase: 0 | 1 = 0
+
+  // pg reads `name` and `text` of the active query when a ParseComplete or an error arrives;
+  // during BEGIN's part they must not point at the statement's prepared name.
+  override get name(): string | undefined {
+    return this.phase === 1 ? this.inner.name : undefined
+  }
+
+  submit(connection: Wire): Error | null {
+    connection.stream.cork?.()
+    try {
+      connection.parse({ text: "BEGIN" })
+      connection.bind({})
+      connection.execute({})
+      return this.inner.submit(connection)
+    } finally {
+      connection.stream.uncork?.()
+    }
+  }
+
+  override handleCommandComplete(msg: unknown, connection: unknown): void {
+    if (this.phase === 0) {
+      this.phase = 1
+      return
+    }
+    this.inner.handleCommandComplete(msg, connection)
+  }
+
+  override handleError(error: unknown, connection: Wire): void {
+    // BEGIN failed: the server skips the statement up to the Sync, including its Parse.
+    if (this.phase === 0 && this.inner.name !== undefined) delete connection.submittedNamedStatements[this.inner.name]
+    this.inner.handleError(error, connection)
+  }
+}
+
+/**
+ * A named statement prepared again under its own name: Close of the old prepared form, then the
+ * statement's Parse/Bind/Execute, in one group. The server answers Close with CloseComplete, which
+ * pg ignores; closing a name the server no longer has is not an error.
+ */
+export class WithClose extends Prefixed {
+  submit(connection: Wire): Error | null {
+    connection.stream.cork?.()
+    try {
+      connection.close({ type: "S", name: this.inner.name ?? "" })
+      return this.inner.submit(connection)
+    } finally {
+      connection.stream.uncork?.()
+    }
   }
 }

@@ -66,6 +66,7 @@ export interface PoolCounters {
   waitersInterrupted: number
   reused: number
   rolledBack: number
+  reset: number
   cancelled: number
   closed: number
   terminated: number
@@ -95,6 +96,7 @@ const emptyCounters = (): PoolCounters => ({
   waitersInterrupted: 0,
   reused: 0,
   rolledBack: 0,
+  reset: 0,
   cancelled: 0,
   closed: 0,
   terminated: 0,
@@ -633,9 +635,20 @@ class PooledStatement<A> {
 
   private readonly onDone = (error: unknown, result: unknown): void => {
     if (this.state !== "running") return // interrupted: the canceller owns the session now
+    const session = this.session!
     let outcome: Effect.Effect<A, SqlError>
     if (error) {
       outcome = Effect.fail(statementError(error))
+    } else if (session.transactionStatus !== "I") {
+      // A lone BEGIN would otherwise be rolled back by the release right away, and the statements
+      // meant to be inside it would autocommit one by one on whatever connection they get.
+      outcome = Effect.fail(
+        sqlError(
+          "TransactionLeftOpen",
+          "a statement outside a transaction left one open (BEGIN or START TRANSACTION): it was rolled back; " +
+            "use sql.withTransaction, or sql.reserve for hand-written transaction control"
+        )
+      )
     } else {
       try {
         outcome = Effect.succeed(this.onResult(result))
@@ -643,7 +656,6 @@ class PooledStatement<A> {
         outcome = Effect.fail(statementError(cause, "Failed to read result"))
       }
     }
-    const session = this.session!
     if (this.pool.releaseClean(session)) {
       this.state = "done"
       this.resume(outcome)

@@ -10,7 +10,8 @@
 import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
-import { canCarryBegin, type InnerQuery, WithBegin } from "./begin.js"
+import { canCarryBegin, type InnerQuery, WithBegin, WithClose } from "./begin.js"
+import { classify, DIRTIES, DROPS_PREPARED, RETURNS_ROWS } from "./classify.js"
 import type { CancelChannel } from "./control.js"
 import {
   type CancelOutcome,
@@ -26,6 +27,8 @@ export interface Deadlines {
   readonly cancel: number
   readonly drain: number
   readonly rollback: number
+  /** Resetting session state a lease changed (C8). */
+  readonly reset: number
   readonly terminate: number
 }
 
@@ -48,26 +51,21 @@ export interface SessionConfig {
   readonly cancelProbe: boolean
   /** Where cancels go first (the pool's control connection); the protocol CancelRequest otherwise. */
   readonly cancelChannel?: CancelChannel | undefined
+  /** Reset after every lease, not only after one whose statements may have changed session state. */
+  readonly alwaysReset: boolean
+  /**
+   * Runs on every new session before its first use (the user's connect hook). What it sets is the
+   * session's baseline, restored by every reset. Aborted through `signal` when connecting fails.
+   */
+  readonly onConnect?: ((session: Session, signal: AbortSignal) => Promise<void>) | undefined
 }
 
 /**
- * Names for prepared statements, shared by all sessions so one text always has one name
- * (pg refuses a name reused for another text). Bounded: past the limit, new texts simply run
- * unnamed. A text the server cannot keep prepared (its result type changed after DDL) is
- * never named again.
+ * The startup packet's `options`: `-c name=value` pairs, with backslash and whitespace escaped as
+ * the server splits the string (values such as `search_path` may contain spaces).
  */
-const statementNames = new Map<string, string>()
-const unpreparable = new Set<string>()
-const MAX_STATEMENT_NAMES = 10_000
-let nextStatementName = 1
-
-const nameFor = (text: string): string | undefined => {
-  const known = statementNames.get(text)
-  if (known !== undefined || statementNames.size >= MAX_STATEMENT_NAMES || unpreparable.has(text)) return known
-  const name = `warden_${nextStatementName++}`
-  statementNames.set(text, name)
-  return name
-}
+const optionsString = (parameters: ReadonlyArray<readonly [string, string]>): string =>
+  parameters.map(([name, value]) => `-c ${name}=${value.replace(/[\\\s]/g, (c) => `\\${c}`)}`).join(" ")
 
 const hasParameters = (config: StatementConfig): boolean => config.values !== undefined && config.values.length > 0
 
@@ -83,15 +81,43 @@ const PLAN_INVALID = "0A000"
 /** The session's prepared statements are gone on the server (DISCARD ALL, DEALLOCATE ALL). */
 const STATEMENT_MISSING = "26000"
 
+/** The server refused a named statement because its prepared form is gone or no longer valid. */
+const preparedFormInvalid = (error: unknown): boolean => {
+  const code = sqlStateOf(error)
+  const message = String((error as Error | undefined)?.message ?? "")
+  return (
+    (code === PLAN_INVALID && /cached plan/i.test(message)) ||
+    (code === STATEMENT_MISSING && /prepared statement/i.test(message))
+  )
+}
+
+/**
+ * Brings a session back to what a fresh connection has (DISCARD ALL, spelled out so that it can run
+ * in one simple query with the baseline after it: DISCARD ALL itself refuses to run in the implicit
+ * transaction of a multi-statement query). RESET ALL returns every parameter to its startup-packet
+ * value, so the safety settings survive it.
+ */
+const RESET_SQL =
+  "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; " +
+  "SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
+
+/** What the connect hook changed, read back so a reset can restore it. */
+const BASELINE_SQL =
+  "SELECT name, current_setting(name) AS value FROM pg_settings WHERE source = 'session' " +
+  "UNION ALL SELECT 'role', current_setting('role') WHERE current_setting('role') <> 'none'"
+
 /**
  * The outcome of releasing a session, counted by the pool:
  * - `reused`: it was clean and goes back to the pool as is;
  * - `rolledBack`: an open transaction was rolled back and the session verified clean;
- * - `cancelled`: a statement in flight was cancelled (confirmed by 57014) and the session is clean;
+ * - `reset`: session state the lease may have changed was reset to the baseline (C8), and the
+ *   session verified clean (a rollback before it is not counted separately);
+ * - `cancelled`: a statement in flight was cancelled (confirmed by 57014) and the session is clean
+ *   (whatever else the release did);
  * - `closed`: it was clean and closed gracefully (pool closing, lifetime over);
  * - `terminated`: the socket was destroyed and the backend ended by the server.
  */
-export type ReleaseOutcome = "reused" | "rolledBack" | "cancelled" | "closed" | "terminated"
+export type ReleaseOutcome = "reused" | "rolledBack" | "reset" | "cancelled" | "closed" | "terminated"
 
 /** What a statement needs: text, parameters, and optionally array rows. */
 export type StatementConfig = Pg.QueryConfig | Pg.QueryArrayConfig
@@ -150,13 +176,17 @@ class TrackedQuery extends Pg.Query implements InFlight {
   query: object = this
   done = false
   error: unknown = undefined
+  /** Sent again once, transparently, after its prepared form turned out to be invalid. */
+  retried = false
   declare callback: (error: unknown, result: unknown) => void
 
   constructor(
     readonly session: Session,
-    config: StatementConfig,
+    readonly config: StatementConfig,
     name: string | undefined,
     extended: boolean,
+    /** Outside any transaction when submitted: a failure had no effect and it may be sent again. */
+    readonly autocommit: boolean,
     readonly onDone: (error: unknown, result: unknown) => void
   ) {
     // One super call (compiled class fields follow it): a plain text when nothing else is configured.
@@ -178,9 +208,10 @@ class TrackedQuery extends Pg.Query implements InFlight {
 /** pg calls `query.callback(error, result)` once; shared by every TrackedQuery, so no closure per statement. */
 function trackedDone(this: TrackedQuery, error: unknown, result: unknown): void {
   if (this.done) return
+  if (error && this.name !== undefined && this.session.retryPrepared(this, error)) return
   this.done = true
   this.error = error
-  this.session.completed(this, error)
+  this.session.completed(this)
   this.onDone(error, result)
 }
 
@@ -217,8 +248,17 @@ export class Session {
    * Reset at the end of every lease.
    */
   beginPending = false
-  /** Names of the statements prepared on this session (bounded by `statementCacheSize`). */
-  private readonly prepared = new Set<string>()
+  /**
+   * A statement of the current lease may have changed session state that outlives its transaction
+   * (C8): the release resets the session before anyone else gets it.
+   */
+  stateDirty = false
+  /** The statements prepared on this session, text to name (bounded by `statementCacheSize`). */
+  private readonly prepared = new Map<string, string>()
+  /** Names are per session, so sessions of different pools or servers can never mix them up. */
+  private nextStatementName = 1
+  /** `set_config` calls that restore what the connect hook set; empty without a hook. */
+  private baseline = ""
   private settleWaiters: Array<() => void> = []
   private releasing: Promise<ReleaseOutcome> | undefined = undefined
   /** Set once the session is being closed or terminated: both happen at most once. */
@@ -244,12 +284,11 @@ export class Session {
       application_name: config.applicationName,
       connectionTimeoutMillis: config.connectTimeoutMs,
       keepAlive: true,
-      ...(config.startupParameters.length > 0
-        ? { options: config.startupParameters.map(([k, v]) => `-c ${k}=${v}`).join(" ") }
-        : {})
+      ...(config.startupParameters.length > 0 ? { options: optionsString(config.startupParameters) } : {})
     })
     let done = false
     const session = new Session(client, config)
+    const hookAbort = new AbortController()
     // A driver 'error' event must never become an uncaught exception.
     client.on("error", (error) => session.markLost(error))
     client.on("end", () => session.markLost(new Error("Connection ended")))
@@ -258,14 +297,11 @@ export class Session {
       done = true
       clearTimeout(timer)
       if (error) {
+        hookAbort.abort()
         destroyClient(client)
         onDone(error)
         return
       }
-      session.pid = (client as unknown as { processID: number }).processID ?? 0
-      session.secretKey = (client as unknown as { secretKey: number }).secretKey ?? 0
-      session.endpoint = { host: client.host, port: client.port }
-      session.internals.connection.on("readyForQuery", () => session.notifySettled())
       onDone(undefined, session)
     }
     // pg's own connection timeout only covers part of the handshake; this one covers all of it.
@@ -273,19 +309,50 @@ export class Session {
       () => finish(new Error(`Connection timed out after ${config.connectTimeoutMs} ms`)),
       config.connectTimeoutMs
     )
+    // The connect hook, then the baseline it leaves; both inside the connect deadline.
+    const prepareSession = () => {
+      if (config.onConnect === undefined) return finish(undefined)
+      config.onConnect(session, hookAbort.signal).then(
+        () => {
+          if (done) return
+          session.stateDirty = false
+          session.captureBaseline((error) => finish(error))
+        },
+        (error) => finish(error ?? new Error("The connect hook failed"))
+      )
+    }
     try {
       client.connect((error) => {
-        if (error || config.cancelChannel === undefined) return finish(error ?? undefined)
+        if (error) return finish(error)
+        session.pid = (client as unknown as { processID: number }).processID ?? 0
+        session.secretKey = (client as unknown as { secretKey: number }).secretKey ?? 0
+        session.endpoint = { host: client.host, port: client.port }
+        session.internals.connection.on("readyForQuery", () => session.notifySettled())
+        if (config.cancelChannel === undefined) return prepareSession()
         client.query("SELECT pg_backend_pid() AS pid", (error: unknown, result: Pg.QueryResult) => {
           session.pidVerified =
             !error && Number(result.rows[0]?.pid) === (client as unknown as { processID: number }).processID
-          finish(undefined)
+          prepareSession()
         })
       })
     } catch (error) {
       finish(error)
     }
-    return () => finish(new Error("Connection attempt aborted"))
+    return () => {
+      hookAbort.abort()
+      finish(new Error("Connection attempt aborted"))
+    }
+  }
+
+  /** Reads back the settings the connect hook changed, as the statement that restores them. */
+  private captureBaseline(onDone: (error: unknown) => void): void {
+    this.client.query(BASELINE_SQL, (error: unknown, result: Pg.QueryResult) => {
+      if (error) return onDone(error)
+      this.baseline = result.rows
+        .map((row) => `SELECT set_config(${Pg.escapeLiteral(row.name)}, ${Pg.escapeLiteral(row.value)}, false)`)
+        .join("; ")
+      onDone(undefined)
+    })
   }
 
   /** True when no statement of ours is pending and the server sent ReadyForQuery. */
@@ -297,11 +364,15 @@ export class Session {
     return this.internals.getTransactionStatus()
   }
 
-  /** Clean on the server and on the wire: no statement, no transaction, no unconfirmed cancel, no error. */
+  /**
+   * Clean on the server and on the wire: no statement, no transaction, no unconfirmed cancel, no
+   * error, and no session state changed since the baseline.
+   */
   get clean(): boolean {
     return (
       this.lost === undefined &&
       !this.cancelUnconfirmed &&
+      !this.stateDirty &&
       this.settled &&
       this.internals.getTransactionStatus() === "I"
     )
@@ -349,6 +420,8 @@ export class Session {
   /**
    * Submits one statement; `callback` fires once with its outcome. Returns the record that
    * `interrupt` takes. A refused or unserializable statement fails through the callback.
+   * `cleanup` marks the release protocol's own statements: they bypass a revocation and are not
+   * classified.
    */
   submit(config: StatementConfig, callback: (error: unknown, result: unknown) => void, cleanup = false): InFlight {
     const refusal = this.refusal(cleanup)
@@ -358,6 +431,8 @@ export class Session {
     }
     const begin = this.beginPending
     this.beginPending = false
+    const autocommit = !begin && this.internals.getTransactionStatus() === "I"
+    const kind = cleanup ? 0 : this.note(config.text)
     let record: TrackedQuery | undefined
     try {
       if (begin && !hasParameters(config) && !canCarryBegin(config.text)) {
@@ -368,21 +443,17 @@ export class Session {
           { ...config, text: `BEGIN;\n${config.text}` },
           undefined,
           false,
+          false,
           (error, result) => callback(error, error ? result : withoutFirstResult(result))
         )
       } else {
-        record = new TrackedQuery(this, config, this.prepare(config), begin, callback)
+        // In a transaction, a statement whose result type DDL elsewhere could change runs unnamed:
+        // a stale prepared form would abort the whole transaction, and cannot be retried there.
+        const name = autocommit || (kind & RETURNS_ROWS) === 0 ? this.prepare(config) : undefined
+        record = new TrackedQuery(this, config, name, begin, autocommit, callback)
       }
       this.inFlight.push(record)
-      if (begin && record.queryMode === "extended") {
-        // pg sets the type parsers on the object it is given; here that is the wrapper.
-        record._result._types ??= (this.client as unknown as { _types: unknown })._types
-        const wrapped = new WithBegin(record as unknown as InnerQuery)
-        record.query = wrapped
-        this.client.query(wrapped as unknown as Pg.Submittable)
-      } else {
-        this.client.query(record as unknown as Pg.Submittable)
-      }
+      this.send(record, begin)
     } catch (error) {
       // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
       if (record === undefined) {
@@ -394,10 +465,69 @@ export class Session {
     return record
   }
 
+  /**
+   * Records what a statement the user runs on this session may do: whether it may change session
+   * state (the release then resets it) or drop the session's prepared statements (the cache forgets
+   * them now, so nothing later fails on a name the server no longer has). Returns the statement's
+   * classification.
+   */
+  note(text: string): number {
+    const kind = classify(text)
+    if ((kind & DIRTIES) !== 0 || this.config.alwaysReset) this.stateDirty = true
+    if ((kind & DROPS_PREPARED) !== 0) this.forgetAllPrepared()
+    return kind
+  }
+
+  /** Hands a statement to pg, behind BEGIN (one Sync group) when the transaction starts with it. */
+  private send(record: TrackedQuery, begin: boolean, prefix?: "close"): void {
+    if (begin && record.queryMode === "extended") {
+      // pg sets the type parsers on the object it is given; here that is the wrapper.
+      record._result._types ??= (this.client as unknown as { _types: unknown })._types
+      const wrapped = new WithBegin(record as unknown as InnerQuery)
+      record.query = wrapped
+      this.client.query(wrapped as unknown as Pg.Submittable)
+    } else if (prefix === "close") {
+      record._result._types ??= (this.client as unknown as { _types: unknown })._types
+      const wrapped = new WithClose(record as unknown as InnerQuery)
+      record.query = wrapped
+      this.client.query(wrapped as unknown as Pg.Submittable)
+    } else {
+      this.client.query(record as unknown as Pg.Submittable)
+    }
+  }
+
   /** @internal used by TrackedQuery when its statement ends */
-  completed(record: TrackedQuery, error: unknown): void {
+  completed(record: TrackedQuery): void {
     this.forget(record)
-    if (error && record.name !== undefined) this.forgetPrepared(record.text, record.name, error)
+  }
+
+  /**
+   * A named statement failed because its prepared form is gone (DISCARD, DEALLOCATE) or no longer
+   * valid (DDL changed its result type). Outside a transaction the server rejected it before it did
+   * anything, so it is prepared again under the same name (Close, then Parse, in one group) and sent
+   * once more; its caller sees only the second outcome. Inside a transaction the failure has aborted
+   * the transaction, so it is reported, and the name forgotten so the next use prepares afresh.
+   * Returns true when the statement was sent again.
+   */
+  retryPrepared(record: TrackedQuery, error: unknown): boolean {
+    if (!preparedFormInvalid(error)) return false
+    const name = record.name!
+    this.forgetPrepared(name)
+    if (record.retried || !record.autocommit || this.lost !== undefined || this.revoked !== undefined) return false
+    const retry = new TrackedQuery(this, record.config, name, false, true, (error, result) => {
+      trackedDone.call(record, error, result)
+    })
+    retry.retried = true
+    record.retried = true
+    // The record the caller holds now stands for the retry: interrupting it reaches this one.
+    try {
+      this.prepared.set(record.text, name)
+      this.send(retry, false, "close")
+      record.query = retry.query
+    } catch {
+      return false
+    }
+    return true
   }
 
   /**
@@ -408,29 +538,32 @@ export class Session {
     if (this.config.statementCacheSize === 0 || config.values === undefined || config.values.length === 0) {
       return undefined
     }
-    const name = nameFor(config.text)
-    if (name === undefined) return undefined
-    if (this.prepared.has(name)) return name
-    if (this.prepared.size >= this.config.statementCacheSize) return undefined
-    this.prepared.add(name)
+    const known = this.prepared.get(config.text)
+    if (known !== undefined || this.prepared.size >= this.config.statementCacheSize) return known
+    const name = `warden_${this.nextStatementName++}`
+    this.prepared.set(config.text, name)
     return name
   }
 
-  private forgetPrepared(text: string, name: string, error: unknown): void {
-    const code = sqlStateOf(error)
-    if (code === PLAN_INVALID && /cached plan/i.test(String((error as Error).message))) {
-      unpreparable.add(text)
-      statementNames.delete(text)
-    } else if (code === STATEMENT_MISSING && /prepared statement/i.test(String((error as Error).message))) {
-      // Someone dropped the session's prepared statements: forget all of them on both sides.
-      this.prepared.clear()
-      const connection = (this.client as unknown as { connection: { parsedStatements: Record<string, string> } })
-        .connection
-      connection.parsedStatements = {}
-    } else {
-      return
+  /** Forgets one prepared statement on both sides of pg (ours and the driver's record of parsed names). */
+  private forgetPrepared(name: string): void {
+    for (const [text, known] of this.prepared) {
+      if (known === name) {
+        this.prepared.delete(text)
+        break
+      }
     }
-    this.prepared.delete(name)
+    delete this.wire.parsedStatements[name]
+  }
+
+  /** The server has dropped, or may have dropped, every prepared statement of this session. */
+  private forgetAllPrepared(): void {
+    this.prepared.clear()
+    this.wire.parsedStatements = {}
+  }
+
+  private get wire(): { parsedStatements: Record<string, string> } {
+    return (this.client as unknown as { connection: { parsedStatements: Record<string, string> } }).connection
   }
 
   /**
@@ -595,14 +728,14 @@ export class Session {
 
   /** `SELECT 1` within the deadline: true when it ended (or was cancelled) and the session settled idle. */
   private probe(timeoutMs: number): Promise<boolean> {
-    return this.bounded("SELECT 1", timeoutMs, (error) => !error || sqlStateOf(error) === QUERY_CANCELED)
+    return this.runBounded("SELECT 1", timeoutMs, (error) => !error || sqlStateOf(error) === QUERY_CANCELED)
   }
 
   /**
    * One cleanup statement within one deadline: true when `accept` takes its outcome and the
    * session is settled (ReadyForQuery received) before the deadline passes.
    */
-  private async bounded(text: string, timeoutMs: number, accept: (error: unknown) => boolean): Promise<boolean> {
+  async runBounded(text: string, timeoutMs: number, accept: (error: unknown) => boolean): Promise<boolean> {
     const deadline = Date.now() + timeoutMs
     const answered = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => {
@@ -662,7 +795,23 @@ export class Session {
 
   /** ROLLBACK within the rollback deadline; true when the session is verified idle afterwards. */
   private async rollback(): Promise<boolean> {
-    return (await this.bounded("ROLLBACK", this.config.deadlines.rollback, (error) => !error)) && this.clean
+    return (
+      (await this.runBounded("ROLLBACK", this.config.deadlines.rollback, (error) => !error)) &&
+      this.transactionStatus === "I"
+    )
+  }
+
+  /**
+   * Session state back to the baseline (C8) within the reset deadline, in one round trip. The
+   * server drops every prepared statement with it, so the cache is emptied whatever the outcome.
+   */
+  private async reset(): Promise<boolean> {
+    const text = this.baseline === "" ? RESET_SQL : `${RESET_SQL}; ${this.baseline}`
+    const done = await this.runBounded(text, this.config.deadlines.reset, (error) => !error)
+    this.forgetAllPrepared()
+    if (!done || this.transactionStatus !== "I") return false
+    this.stateDirty = false
+    return true
   }
 
   /**
@@ -698,7 +847,17 @@ export class Session {
         if (!(await this.rollback())) return await this.terminated()
         if (outcome === "reused") outcome = "rolledBack"
       }
-      // 3. Verified clean: keep it, or close it gracefully.
+      // 3. Session state the lease may have changed (C8): back to the baseline. A session that is
+      // closed anyway needs no reset.
+      if (this.stateDirty) {
+        if (!keep()) {
+          this.stateDirty = false
+        } else {
+          if (!(await this.reset())) return await this.terminated()
+          if (outcome !== "cancelled") outcome = "reset"
+        }
+      }
+      // 4. Verified clean: keep it, or close it gracefully.
       if (!this.clean) return await this.terminated()
       this.cancelledDuringLease = false
       if (keep()) return outcome
