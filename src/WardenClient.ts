@@ -22,6 +22,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -43,7 +44,7 @@ import {
   type StatementConfig,
   statementError
 } from "./internal/session.js"
-import { directStatements } from "./internal/statement.js"
+import { directStatements, spansObservable } from "./internal/statement.js"
 import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
@@ -795,63 +796,100 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
     captureStackTrace: false,
     attributes: Object.fromEntries(spanAttributes)
   } as const
+  /**
+   * The span as Effect's built-in tracer would make it, without `useSpan`'s machinery, and only
+   * once a connection is held: with that tracer spans are recorded nowhere, yet `Effect.currentSpan`
+   * inside the transaction must see one. A fiber interrupted while waiting pays nothing.
+   */
+  const plainSpan = (fiber: Fiber.RuntimeFiber<unknown, unknown>, clock: Clock.Clock): Tracer.Span => {
+    const parent = Context.getOption(fiber.currentContext, Tracer.ParentSpan)
+    const span = fiber.currentTracer.span(
+      "sql.transaction",
+      parent,
+      Context.empty(),
+      [],
+      clock.unsafeCurrentTimeNanos(),
+      "client"
+    )
+    for (const [key, value] of spanAttributes) span.attribute(key, value)
+    return span
+  }
   // As @effect/sql makes it: one `sql.transaction` span per call, the parent of what runs inside,
-  // with an event for how it ended.
+  // with an event for how it ended. Under a recording tracer it is @effect/sql's own `useSpan`.
+  const transaction = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    made: Tracer.Span | undefined
+  ): Effect.Effect<A, E | SqlError, R> => {
+    const context = fiber.currentContext
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    let span = made
+    const open = (): Tracer.Span => {
+      span ??= plainSpan(fiber, clock)
+      return span
+    }
+    const mark = (event: string) => open().event(event, clock.unsafeCurrentTimeNanos())
+    const inTransaction = (connection: Connection, depth: number) =>
+      Effect.locally(
+        restore(effect),
+        FiberRef.currentContext,
+        Context.add(context, Client.TransactionConnection, [connection, depth] as const).pipe(
+          Context.add(Tracer.ParentSpan, open())
+        )
+      )
+    const outer = Context.getOption(context, Client.TransactionConnection)
+    let run: Effect.Effect<A, E | SqlError, R>
+    if (Option.isSome(outer)) {
+      const [connection, depth] = outer.value
+      const name = `warden_sp_${depth + 1}`
+      run = connection.executeUnprepared(`SAVEPOINT ${name}`, [], undefined).pipe(
+        Effect.zipRight(Effect.exit(inTransaction(connection, depth + 1))),
+        Effect.flatMap((exit): Effect.Effect<A, E | SqlError, R> => {
+          if (Exit.isSuccess(exit)) {
+            mark("db.transaction.savepoint")
+            return exit
+          }
+          mark("db.transaction.rollback")
+          return Effect.zipRight(rollbackToSavepoint(connection, name), exit)
+        })
+      )
+    } else {
+      run = Effect.flatMap(pool.acquire(restore), (session) => {
+        const connection = new LeasedConnection(session)
+        // BEGIN travels with the transaction's first statement, saving a round trip.
+        session.beginPending = true
+        const end = Effect.suspend(() => {
+          connection.active = false
+          return pool.release(session)
+        })
+        return Effect.matchCauseEffect(inTransaction(connection, 0), {
+          onFailure: (cause) => {
+            mark("db.transaction.rollback")
+            return Effect.zipRight(end, Effect.failCause(cause))
+          },
+          onSuccess: (value) => {
+            mark("db.transaction.commit")
+            return Effect.matchCauseEffect(restore(commit(session)), {
+              onFailure: (cause) => Effect.zipRight(end, Effect.failCause(cause)),
+              onSuccess: () => Effect.as(end, value)
+            })
+          }
+        })
+      })
+    }
+    return made !== undefined
+      ? run
+      : Effect.onExit(run, (exit) => Effect.sync(() => span?.end(clock.unsafeCurrentTimeNanos(), exit)))
+  }
   return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.useSpan("sql.transaction", spanOptions, (span) =>
-        Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
-          const context = fiber.currentContext
-          const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
-          const mark = (event: string) => span.event(event, clock.unsafeCurrentTimeNanos())
-          const outer = Context.getOption(context, Client.TransactionConnection)
-          const inTransaction = (connection: Connection, depth: number) =>
-            Effect.locally(
-              restore(effect),
-              FiberRef.currentContext,
-              Context.add(context, Client.TransactionConnection, [connection, depth] as const).pipe(
-                Context.add(Tracer.ParentSpan, span)
-              )
+      Effect.withFiberRuntime<A, E | SqlError, R>((fiber) =>
+        spansObservable(fiber)
+          ? Effect.useSpan("sql.transaction", spanOptions, (span) =>
+              Effect.withFiberRuntime<A, E | SqlError, R>((inner) => transaction(effect, restore, inner, span))
             )
-          if (Option.isSome(outer)) {
-            const [connection, depth] = outer.value
-            const name = `warden_sp_${depth + 1}`
-            return connection.executeUnprepared(`SAVEPOINT ${name}`, [], undefined).pipe(
-              Effect.zipRight(Effect.exit(inTransaction(connection, depth + 1))),
-              Effect.flatMap((exit): Effect.Effect<A, E | SqlError, R> => {
-                if (Exit.isSuccess(exit)) {
-                  mark("db.transaction.savepoint")
-                  return exit
-                }
-                mark("db.transaction.rollback")
-                return Effect.zipRight(rollbackToSavepoint(connection, name), exit)
-              })
-            )
-          }
-          return Effect.flatMap(pool.acquire(restore), (session) => {
-            const connection = new LeasedConnection(session)
-            // BEGIN travels with the transaction's first statement, saving a round trip.
-            session.beginPending = true
-            const end = Effect.suspend(() => {
-              connection.active = false
-              return pool.release(session)
-            })
-            const failed = (cause: Cause.Cause<E | SqlError>) => {
-              mark("db.transaction.rollback")
-              return Effect.zipRight(end, Effect.failCause(cause))
-            }
-            return Effect.matchCauseEffect(inTransaction(connection, 0), {
-              onFailure: failed,
-              onSuccess: (value) => {
-                mark("db.transaction.commit")
-                return Effect.matchCauseEffect(restore(commit(session)), {
-                  onFailure: (cause) => Effect.zipRight(end, Effect.failCause(cause)),
-                  onSuccess: () => Effect.as(end, value)
-                })
-              }
-            })
-          })
-        })
+          : transaction(effect, restore, fiber, undefined)
       )
     )
 }
