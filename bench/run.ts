@@ -7,7 +7,8 @@
  *   npm run bench -- --only tx --rounds 5 --duration 3000
  *
  * Options: --quick, --only <substring> (repeatable; matches workload names, "pool-overhead" and
- * "memory"), --rounds N, --duration MS (measured time per run), --warmup MS, --contenders a,b
+ * "memory"), --baseline DIR (pg-warden of another checkout, with its own node_modules, as one more
+ * contender), --rounds N, --duration MS (measured time per run), --warmup MS, --contenders a,b
  * (keys: warden, sqlpg, pg, postgresjs, effect4), --memory-ops N, --no-save, --report <results.json>
  * (rebuild the markdown and the chart of a saved run).
  * DATABASE_URL: use that server instead of an embedded one (the run creates table bench_accounts).
@@ -20,7 +21,7 @@ import * as path from "node:path"
 import type { LoadResult } from "./lib/driver.mjs"
 import { type BenchResults, markdownReport, type RunRecord, svgChart } from "./lib/report.js"
 import { Admin, ROWS, redact, startServer } from "./lib/server.js"
-import { benchDir, effect4Worker, rootDir, tsWorker, Worker, type WorkerSpec } from "./lib/workers.js"
+import { benchDir, checkoutWorker, effect4Worker, rootDir, tsWorker, Worker, type WorkerSpec } from "./lib/workers.js"
 import { allWorkloads, quickWorkloads, type Workload } from "./lib/workloads.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -60,8 +61,15 @@ const workloads = (quick ? quickWorkloads : allWorkloads).filter((w) => matches(
 const runPoolOverhead = matches("pool-overhead")
 const runMemory = matches("memory")
 
+/**
+ * `--baseline DIR`: pg-warden from another checkout (with its own node_modules) as one more
+ * contender, `baseline`, so a change is measured against the code before it in the same run.
+ */
+const baselineDir = values("--baseline")[0]
+
 const allContenders: ReadonlyArray<WorkerSpec> = [
   tsWorker("warden", "pg-warden"),
+  ...(baselineDir !== undefined ? [checkoutWorker("baseline", baselineDir)] : []),
   tsWorker("sqlpg", "@effect/sql-pg 0.53"),
   tsWorker("pg", "pg Pool"),
   tsWorker("postgresjs", "postgres.js"),

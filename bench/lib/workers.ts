@@ -2,7 +2,7 @@
  * The parent side of the worker protocol (lib/worker-core.mjs): spawns a contender's process,
  * sends one command at a time with a deadline, and respawns the process when a command hangs.
  */
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as path from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -26,6 +26,24 @@ export const tsWorker = (key: string, label: string): WorkerSpec => ({
   command: process.execPath,
   args: ["--expose-gc", "--import", tsxLoader, path.join(benchDir, "worker.ts"), key]
 })
+
+/** pg-warden's worker from another checkout of this repository (`--baseline DIR`). */
+export const checkoutWorker = (key: string, dir: string): WorkerSpec => {
+  const root = path.resolve(dir)
+  const commit = spawnSync("git", ["-C", root, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim()
+  return {
+    key,
+    label: `pg-warden ${commit || path.basename(root)}`,
+    command: process.execPath,
+    args: [
+      "--expose-gc",
+      "--import",
+      path.join(root, "node_modules", "tsx", "dist", "loader.mjs"),
+      path.join(root, "bench", "worker.ts"),
+      "warden"
+    ]
+  }
+}
 
 export const effect4Worker: WorkerSpec = {
   key: "effect4",
