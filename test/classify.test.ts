@@ -3,7 +3,14 @@
  * drop prepared statements or control the transaction.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { classify, DIRTIES, DROPS_PREPARED, RETURNS_ROWS, TRANSACTION_CONTROL } from "../src/internal/classify.js"
+import {
+  classify,
+  DIRTIES,
+  DROPS_PREPARED,
+  EXPANDS_STAR,
+  RETURNS_ROWS,
+  TRANSACTION_CONTROL
+} from "../src/internal/classify.js"
 
 const dirty = (text: string): boolean => (classify(text) & DIRTIES) !== 0
 const rows = (text: string): boolean => (classify(text) & RETURNS_ROWS) !== 0
@@ -346,6 +353,29 @@ describe("classify", () => {
     expect(classify("DEALLOCATE ALL")).toBe(DIRTIES | DROPS_PREPARED)
     expect(classify("deallocate prepare p")).toBe(DIRTIES | DROPS_PREPARED)
     expect(classify("select 'discard all'") & DROPS_PREPARED).toBe(0)
+  })
+
+  it("statements whose result columns follow a table's expand a star", () => {
+    const star = (text: string): boolean => (classify(text) & EXPANDS_STAR) !== 0
+    for (const text of [
+      "select * from t where id = $1",
+      "SELECT t.* FROM t JOIN u ON u.id = t.id",
+      "insert into t (a) values ($1) returning *",
+      "update t set a = $1 returning t.*",
+      "TABLE t",
+      "select a * 2 from t"
+    ]) {
+      expect({ text, star: star(text) }).toEqual({ text, star: true })
+    }
+    for (const text of [
+      "select balance from t where id = $1",
+      "select count(*) from t",
+      "insert into t (a) values ($1) returning id",
+      "select 1 /* a * comment */",
+      "select '*' as s"
+    ]) {
+      expect({ text, star: star(text) }).toEqual({ text, star: false })
+    }
   })
 
   it("caches per text", () => {

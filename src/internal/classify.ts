@@ -42,6 +42,12 @@ export const RETURNS_ROWS = 2
 export const DROPS_PREPARED = 4
 /** BEGIN / START TRANSACTION / COMMIT / END / ROLLBACK / ABORT / SAVEPOINT / RELEASE / PREPARE TRANSACTION / COMMIT PREPARED / ROLLBACK PREPARED. */
 export const TRANSACTION_CONTROL = 8
+/**
+ * May expand a row type into columns (`SELECT *`, `t.*`, `RETURNING *`, `TABLE t`): the columns of its
+ * result follow the table's, so `ALTER TABLE … ADD COLUMN` changes its result type. Any `*` outside
+ * `(*)` counts (a multiplication too: a false positive only costs the prepared form).
+ */
+export const EXPANDS_STAR = 16
 
 // ---------------------------------------------------------------------------------------------
 // Words
@@ -553,6 +559,7 @@ const scan = (text: string): number => {
     kw = id
     const info = STATEMENT[id]!
     flags |= info & 15
+    if (id === S_TABLE) flags |= EXPANDS_STAR
     callRule = (info & DDL) === 0 && id !== S_COPY
     declareHead = id === S_DECLARE
     // The table after COPY and the prepared statement after EXECUTE take parentheses; so does a CTE name.
@@ -846,6 +853,11 @@ const scan = (text: string): number => {
         }
         break
       }
+      case 42: // *
+        i++
+        if (prevKind !== T_LPAREN) flags |= EXPANDS_STAR
+        token(T_OTHER, 0, start, i)
+        continue
       case 40:
         i++
         token(T_LPAREN, 0, start, i)

@@ -11,7 +11,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 import { canCarryBegin, type InnerQuery, WithBegin, WithClose } from "./begin.js"
-import { classify, DIRTIES, DROPS_PREPARED, RETURNS_ROWS } from "./classify.js"
+import { classify, DIRTIES, DROPS_PREPARED, EXPANDS_STAR, RETURNS_ROWS } from "./classify.js"
 import type { CancelChannel } from "./control.js"
 import {
   type CancelOutcome,
@@ -80,6 +80,9 @@ const withoutFirstResult = (result: unknown): unknown => {
 const PLAN_INVALID = "0A000"
 /** The session's prepared statements are gone on the server (DISCARD ALL, DEALLOCATE ALL). */
 const STATEMENT_MISSING = "26000"
+
+/** Returns rows whose columns follow a table's: DDL elsewhere can change its result type. */
+const STALE_RESULT = RETURNS_ROWS | EXPANDS_STAR
 
 /** The server refused a named statement because its prepared form is gone or no longer valid. */
 const preparedFormInvalid = (error: unknown): boolean => {
@@ -447,9 +450,10 @@ export class Session {
           (error, result) => callback(error, error ? result : withoutFirstResult(result))
         )
       } else {
-        // In a transaction, a statement whose result type DDL elsewhere could change runs unnamed:
-        // a stale prepared form would abort the whole transaction, and cannot be retried there.
-        const name = autocommit || (kind & RETURNS_ROWS) === 0 ? this.prepare(config) : undefined
+        // In a transaction, a statement whose result columns follow a table's (`SELECT *`, `RETURNING *`)
+        // runs unnamed: after ALTER TABLE ADD COLUMN elsewhere its prepared form would fail with 0A000,
+        // which aborts the whole transaction and cannot be retried there.
+        const name = autocommit || (kind & STALE_RESULT) !== STALE_RESULT ? this.prepare(config) : undefined
         record = new TrackedQuery(this, config, name, begin, autocommit, callback)
       }
       this.inFlight.push(record)
