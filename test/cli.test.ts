@@ -35,7 +35,9 @@ const cli = (args: ReadonlyArray<string>, options: { env?: Record<string, string
     let stderr = ""
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000)
+    // Generous: the tests of this file run concurrently, each CLI process compiling its sources with tsx on
+    // a machine of two cores shared with the other test files.
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 100_000)
     child.on("error", reject)
     child.on("close", (code) => {
       clearTimeout(timer)
@@ -76,10 +78,10 @@ const expectNothingLeft = async (where: { app?: string; like?: string; table?: s
   }
 }
 
-describe.concurrent("pg-warden CLI", () => {
+describe.concurrent("pg-warden CLI", { timeout: 150_000 }, () => {
   // The longest test first: it mostly waits (on deadlines), so the others run alongside it.
   it("demo runs both contenders on every scenario, prints the table and verdicts, and leaves nothing behind", async () => {
-    const run = await cli(["demo", "--url", databaseUrl, "--duration", "10", "--json"], { timeoutMs: 80_000 })
+    const run = await cli(["demo", "--url", databaseUrl, "--duration", "10", "--json"], { timeoutMs: 140_000 })
     expect(run.code, show(run)).toBe(0)
     // Progress and the human report go to stderr in --json mode (not a TTY: periodic lines, no redraws).
     expect(run.stderr).toContain("pg-warden demo")
