@@ -92,6 +92,7 @@ class StubMember implements Member {
   terminate(): Promise<void> {
     return Promise.resolve()
   }
+  abort(): void {}
 }
 
 const impls: ReadonlyArray<Impl> = [

@@ -34,6 +34,12 @@ export interface PoolCounters {
   readonly lostWhileIdle: number
   readonly retiredIdle: number
   readonly retiredExpired: number
+  /**
+   * Cleanups stopped by their outer deadline (the sum of the cleanup deadlines plus 500 ms) because
+   * a step overran its own: the connection was aborted (socket destroyed, backend ended out of band).
+   * Should stay 0; anything else is a bug worth reporting.
+   */
+  readonly overran: number
 }
 
 /**

@@ -42,7 +42,22 @@ export interface Member {
   release(keep: () => boolean): Promise<ReleaseOutcome>
   close(): Promise<void>
   terminate(): Promise<void>
+  /**
+   * The last resort when a cleanup overran its outer deadline: destroy the socket now and have the
+   * server end the backend without waiting for it. Cannot hang.
+   */
+  abort(): void
 }
+
+/** Slack past the sum of the cleanup deadlines before a cleanup is taken as stuck. */
+export const OUTER_MARGIN_MS = 500
+
+/**
+ * The outer deadline of every cleanup: the sum of the deadlines of its steps, plus a margin. Each
+ * step has a timer of its own; this one does not depend on any of them.
+ */
+export const outerDeadlineMs = (deadlines: SessionConfig["deadlines"]): number =>
+  deadlines.cancel + deadlines.drain + deadlines.rollback + deadlines.reset + deadlines.terminate + OUTER_MARGIN_MS
 
 /** Opens a member; the returned function aborts the attempt. */
 export type Connector<S> = (config: SessionConfig, onDone: (error: unknown, session?: S) => void) => () => void
@@ -73,6 +88,8 @@ export interface PoolCounters {
   lostWhileIdle: number
   retiredIdle: number
   retiredExpired: number
+  /** Cleanups stopped by the outer deadline (a step overran its own): the member was aborted. */
+  overran: number
 }
 
 /**
@@ -102,7 +119,8 @@ const emptyCounters = (): PoolCounters => ({
   terminated: 0,
   lostWhileIdle: 0,
   retiredIdle: 0,
-  retiredExpired: 0
+  retiredExpired: 0,
+  overran: 0
 })
 
 export class Pool<S extends Member = Session> {
@@ -124,6 +142,8 @@ export class Pool<S extends Member = Session> {
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private startupParameters: SessionConfig["startupParameters"]
   closed = false
+  /** See `outerDeadlineMs`. */
+  readonly outerMs: number
 
   private readonly connector: Connector<S>
 
@@ -131,6 +151,7 @@ export class Pool<S extends Member = Session> {
     this.config = config
     this.connector = connector ?? (Session.connect as unknown as Connector<S>)
     this.startupParameters = config.session.startupParameters
+    this.outerMs = outerDeadlineMs(config.session.deadlines)
     const interval = Math.max(50, Math.min(1000, Math.floor(config.idleTimeoutMs / 2)))
     this.maintenance = setInterval(() => this.maintain(), interval)
     this.maintenance.unref()
@@ -444,8 +465,10 @@ export class Pool<S extends Member = Session> {
     this.releasing.add(session)
     let outcome: ReleaseOutcome
     try {
-      outcome = await session.release(
-        () => !this.closed && session.revoked === undefined && session.expiresAt > Date.now()
+      outcome = await this.bounded(
+        session.release(() => !this.closed && session.revoked === undefined && session.expiresAt > Date.now()),
+        [session],
+        "terminated" as const
       )
     } finally {
       this.releasing.delete(session)
@@ -456,6 +479,33 @@ export class Pool<S extends Member = Session> {
     } else {
       this.checkIn(session)
     }
+  }
+
+  /**
+   * C2 by construction: `work` (a cleanup) resolves within the outer deadline, whatever its steps do.
+   * Past it, `members` are aborted (socket destroyed, backend ended out of band) and `late` is the
+   * result. A cleanup that overran is a bug in a step's own deadline; this keeps it from becoming a
+   * hang.
+   */
+  bounded<A>(work: Promise<A>, members: Iterable<S>, late: A, ms = this.outerMs): Promise<A> {
+    return new Promise<A>((resolve) => {
+      const timer = setTimeout(() => {
+        this.counters.overran++
+        for (const member of members) member.abort()
+        resolve(late)
+      }, ms)
+      work.then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        () => {
+          clearTimeout(timer)
+          for (const member of members) member.abort()
+          resolve(late)
+        }
+      )
+    })
   }
 
   private count(outcome: ReleaseOutcome): void {
@@ -537,7 +587,11 @@ export class Pool<S extends Member = Session> {
     return Effect.promise(() => {
       this.dedicated.delete(session)
       session.onLost = undefined
-      return session.lost === undefined && session.settled ? session.close() : session.terminate()
+      return this.bounded(
+        session.lost === undefined && session.settled ? session.close() : session.terminate(),
+        [session],
+        undefined
+      )
     })
   }
 
@@ -559,15 +613,28 @@ export class Pool<S extends Member = Session> {
       this.failWaiter(waiter, this.closedError())
     }
     for (const abort of [...this.connectAborts]) abort()
-    for (const session of this.dedicated) this.track(session.terminate())
+    const dedicated = [...this.dedicated]
+    for (const session of dedicated) this.track(session.terminate())
     this.dedicated.clear()
     const idle = this.idle.splice(0)
     for (const session of idle) this.track(session.close())
-    for (const session of [...this.leased]) {
+    const leased = [...this.leased]
+    for (const session of leased) {
       session.revoked = "PoolClosed: the pool was closed while this connection was in use"
       this.releaseDirty(session)
     }
-    while (this.background.size > 0) await Promise.all([...this.background])
+    // Every piece of work above has its own deadline and the releases their outer one; this outer
+    // deadline covers the rest (closes of idle sessions, terminates), aborting whatever is still open.
+    const everyone = [...dedicated, ...idle, ...leased, ...this.releasing]
+    await this.bounded(
+      (async () => {
+        while (this.background.size > 0) await Promise.all([...this.background])
+      })(),
+      everyone,
+      undefined,
+      // Past the releases' own outer deadline: closing an idle session may start as late as that.
+      this.outerMs + this.config.session.deadlines.terminate + OUTER_MARGIN_MS
+    )
     // Last: the releases above may still have used it to cancel.
     await this.config.session.cancelChannel?.close(this.config.session.deadlines.terminate)
   }
@@ -678,7 +745,9 @@ class PooledStatement<A> {
         this.state = "releasing"
         const session = this.session!
         const record = this.record!
-        this.cleanup = session.interrupt(record).then(() => this.pool.releaseDirty(session))
+        this.cleanup = this.pool
+          .bounded(session.interrupt(record), [session], undefined)
+          .then(() => this.pool.releaseDirty(session))
         return Effect.promise(() => this.cleanup!)
       }
       case "releasing":

@@ -782,6 +782,21 @@ export class Session {
     }
   }
 
+  /**
+   * The pool's last resort when a cleanup overran its outer deadline: the socket is destroyed now and
+   * the backend ended out of band, not waited for (that control connection has its own deadline).
+   */
+  abort(): void {
+    this.revoked ??= "Connection aborted by pg-warden"
+    this.markLost(new Error("Connection aborted by pg-warden"))
+    destroyClient(this.client)
+    this.ending ??= Promise.resolve()
+    // Whatever overran may have left the backend busy; a backend already gone is simply not found.
+    if (this.pid !== 0) {
+      void terminateBackend(this.config.client, this.pid, this.config.applicationName, this.config.deadlines.terminate)
+    }
+  }
+
   /** Graceful close of a clean session: Terminate message, then wait for the socket to end. */
   close(): Promise<void> {
     this.ending ??= this.gracefulEnd()
