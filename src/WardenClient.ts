@@ -35,6 +35,7 @@ import * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
 import { CancelChannel } from "./internal/control.js"
+import { checkDriver } from "./internal/driver.js"
 import { ListenHub } from "./internal/listen.js"
 import { Pool } from "./internal/pool.js"
 import {
@@ -672,6 +673,12 @@ const makeWith = (
   adopted?: Adopted
 ): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function* () {
+    const missing = checkDriver()
+    if (missing !== "") {
+      return yield* Effect.fail(
+        sqlError("UnsupportedDriver", `the installed pg lacks what pg-warden relies on (it needs pg ~8.23): ${missing}`)
+      )
+    }
     const resolved = yield* resolveConfig(options, adopted)
     const config = resolved.client
     const spanAttributes: Array<readonly [string, unknown]> = [

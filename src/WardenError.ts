@@ -36,7 +36,8 @@ export interface PoolSnapshot {
  * - `CommitRolledBack`: the server answered COMMIT with ROLLBACK (the transaction had failed);
  * - `TransactionLeftOpen`: a statement outside `withTransaction` / `reserve` opened a transaction
  *   (a bare BEGIN); it was rolled back;
- * - `InvalidConfig`: the configuration cannot work (bad URL, bad numbers, conflicting settings).
+ * - `InvalidConfig`: the configuration cannot work (bad URL, bad numbers, conflicting settings);
+ * - `UnsupportedDriver`: the installed `pg` lacks an internal pg-warden relies on (it needs `pg` ~8.23).
  *
  * @since 0.1.0
  * @category models
@@ -51,6 +52,7 @@ export type Reason =
   | "CommitRolledBack"
   | "TransactionLeftOpen"
   | "InvalidConfig"
+  | "UnsupportedDriver"
 
 /**
  * @since 0.1.0

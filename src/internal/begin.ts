@@ -12,16 +12,7 @@
  *
  * @internal
  */
-
-/** The parts of pg's Connection the wrapper writes to. */
-interface Wire {
-  readonly stream: { cork?: () => void; uncork?: () => void }
-  readonly submittedNamedStatements: Record<string, string>
-  parse(query: { text: string }): void
-  close(message: { type: "S" | "P"; name: string }): void
-  bind(config: object): void
-  execute(config: object): void
-}
+import type { Wire } from "./driver.js"
 
 /** The parts of pg's Query the wrapper delegates to. */
 export interface InnerQuery {

@@ -14,6 +14,17 @@ import { canCarryBegin, type InnerQuery, WithBegin, WithClose } from "./begin.js
 import { classify, DIRTIES, DROPS_PREPARED, EXPANDS_STAR, RETURNS_ROWS } from "./classify.js"
 import type { CancelChannel } from "./control.js"
 import {
+  activeQuery,
+  backendKey,
+  forgetAllParsed,
+  forgetParsed,
+  isReadyForQuery,
+  onReadyForQuery,
+  transactionStatus,
+  typeParsers,
+  unqueue
+} from "./driver.js"
+import {
   type CancelOutcome,
   destroyClient,
   type Endpoint,
@@ -132,14 +143,6 @@ export interface InFlight {
   error: unknown
   /** Completes the statement with an error, for one pg never sent (it is dropped from pg's queue). */
   fail: ((error: unknown) => void) | undefined
-}
-
-interface PgClientInternals {
-  readonly readyForQuery: boolean
-  readonly _queryQueue: Array<object>
-  readonly _activeQuery: object | null | undefined
-  readonly connection: { on(event: "readyForQuery", f: () => void): void }
-  getTransactionStatus(): "I" | "T" | "E" | null
 }
 
 const sqlStateOf = (error: unknown): string | undefined =>
@@ -273,10 +276,6 @@ export class Session {
     this.endpoint = { host: client.host, port: client.port }
   }
 
-  private get internals(): PgClientInternals {
-    return this.client as unknown as PgClientInternals
-  }
-
   /**
    * Opens a session. The returned function aborts a connection attempt that has not
    * finished yet: the half-made socket is destroyed and `onDone` is called with an error.
@@ -327,14 +326,14 @@ export class Session {
     try {
       client.connect((error) => {
         if (error) return finish(error)
-        session.pid = (client as unknown as { processID: number }).processID ?? 0
-        session.secretKey = (client as unknown as { secretKey: number }).secretKey ?? 0
+        const key = backendKey(client)
+        session.pid = key.pid
+        session.secretKey = key.secretKey
         session.endpoint = { host: client.host, port: client.port }
-        session.internals.connection.on("readyForQuery", () => session.notifySettled())
+        onReadyForQuery(client, () => session.notifySettled())
         if (config.cancelChannel === undefined) return prepareSession()
         client.query("SELECT pg_backend_pid() AS pid", (error: unknown, result: Pg.QueryResult) => {
-          session.pidVerified =
-            !error && Number(result.rows[0]?.pid) === (client as unknown as { processID: number }).processID
+          session.pidVerified = !error && Number(result.rows[0]?.pid) === session.pid
           prepareSession()
         })
       })
@@ -360,11 +359,11 @@ export class Session {
 
   /** True when no statement of ours is pending and the server sent ReadyForQuery. */
   get settled(): boolean {
-    return this.inFlight.length === 0 && this.internals.readyForQuery === true
+    return this.inFlight.length === 0 && isReadyForQuery(this.client)
   }
 
   get transactionStatus(): "I" | "T" | "E" | null {
-    return this.internals.getTransactionStatus()
+    return transactionStatus(this.client)
   }
 
   /**
@@ -377,7 +376,7 @@ export class Session {
       !this.cancelUnconfirmed &&
       !this.stateDirty &&
       this.settled &&
-      this.internals.getTransactionStatus() === "I"
+      transactionStatus(this.client) === "I"
     )
   }
 
@@ -434,7 +433,7 @@ export class Session {
     }
     const begin = this.beginPending
     this.beginPending = false
-    const autocommit = !begin && this.internals.getTransactionStatus() === "I"
+    const autocommit = !begin && transactionStatus(this.client) === "I"
     const kind = cleanup ? 0 : this.note(config.text)
     let record: TrackedQuery | undefined
     try {
@@ -486,12 +485,12 @@ export class Session {
   private send(record: TrackedQuery, begin: boolean, prefix?: "close"): void {
     if (begin && record.queryMode === "extended") {
       // pg sets the type parsers on the object it is given; here that is the wrapper.
-      record._result._types ??= (this.client as unknown as { _types: unknown })._types
+      record._result._types ??= typeParsers(this.client)
       const wrapped = new WithBegin(record as unknown as InnerQuery)
       record.query = wrapped
       this.client.query(wrapped as unknown as Pg.Submittable)
     } else if (prefix === "close") {
-      record._result._types ??= (this.client as unknown as { _types: unknown })._types
+      record._result._types ??= typeParsers(this.client)
       const wrapped = new WithClose(record as unknown as InnerQuery)
       record.query = wrapped
       this.client.query(wrapped as unknown as Pg.Submittable)
@@ -557,17 +556,13 @@ export class Session {
         break
       }
     }
-    delete this.wire.parsedStatements[name]
+    forgetParsed(this.client, name)
   }
 
   /** The server has dropped, or may have dropped, every prepared statement of this session. */
   private forgetAllPrepared(): void {
     this.prepared.clear()
-    this.wire.parsedStatements = {}
-  }
-
-  private get wire(): { parsedStatements: Record<string, string> } {
-    return (this.client as unknown as { connection: { parsedStatements: Record<string, string> } }).connection
+    forgetAllParsed(this.client)
   }
 
   /**
@@ -629,10 +624,7 @@ export class Session {
    */
   async interrupt(record: InFlight): Promise<void> {
     if (record.done) return
-    const queue = this.internals._queryQueue
-    const queued = queue.indexOf(record.query)
-    if (queued >= 0) {
-      queue.splice(queued, 1)
+    if (unqueue(this.client, record.query)) {
       record.done = true
       this.forget(record)
       return
@@ -645,11 +637,8 @@ export class Session {
    * still waiting for one gets an error instead of waiting forever.
    */
   private dropQueued(): void {
-    const queue = this.internals._queryQueue
     for (const record of this.inFlight.slice()) {
-      const index = queue.indexOf(record.query)
-      if (index < 0) continue
-      queue.splice(index, 1)
+      if (!unqueue(this.client, record.query)) continue
       if (record.fail !== undefined) {
         record.fail(new Error("Statement not sent: its connection was released"))
       } else {
@@ -667,7 +656,8 @@ export class Session {
    */
   private async cancelInFlight(): Promise<boolean> {
     if (this.lost !== undefined) return false
-    const target = this.inFlight.find((r) => r.query === this.internals._activeQuery) ?? this.inFlight[0]
+    const active = activeQuery(this.client)
+    const target = this.inFlight.find((r) => r.query === active) ?? this.inFlight[0]
     if (target === undefined) return this.whenSettled(this.config.deadlines.drain)
     // Most statements take well under a millisecond: one that ends by itself within a short grace
     // needs no cancel at all (and so no confirmation). Taken out of the drain deadline.

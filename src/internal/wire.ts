@@ -9,6 +9,7 @@
  */
 import * as Net from "node:net"
 import * as Pg from "pg"
+import { destroySocket } from "./driver.js"
 
 /** Where a session's backend can be reached: a TCP address or a Unix socket folder. */
 export interface Endpoint {
@@ -111,14 +112,7 @@ export const terminateBackend = (
   })
 
 /** Destroys a client's socket at once. This cannot hang. */
-export const destroyClient = (client: Pg.Client): void => {
-  const connection = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection
-  try {
-    connection?.stream?.destroy?.()
-  } catch {
-    // the socket is already gone
-  }
-}
+export const destroyClient = destroySocket
 
 /** Ends a client gracefully (Terminate message), destroying its socket if that takes longer than `timeoutMs`. */
 export const endClient = (client: Pg.Client, timeoutMs: number): Promise<void> =>
