@@ -31,7 +31,7 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
-import * as Pg from "pg"
+import type * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
 import { CancelChannel } from "./internal/control.js"
@@ -46,7 +46,7 @@ import {
   statementError
 } from "./internal/session.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
-import { CONTROL_APPLICATION_NAME, destroyClient } from "./internal/wire.js"
+import { CONTROL_APPLICATION_NAME, controlStatement } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
 
@@ -942,58 +942,53 @@ const rollbackToSavepoint = (connection: Connection, name: string): Effect.Effec
   )
 }
 
-/** Compares the pool's sessions with `pg_stat_activity`, over a control connection. */
+const AUDIT_SQL =
+  "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()"
+
+/**
+ * Compares the pool's sessions with `pg_stat_activity`, over a short-lived control connection,
+ * within the connect deadline plus the terminate deadline.
+ */
 const audit = (pool: Pool): Effect.Effect<WardenPool.AuditReport, SqlError> =>
   Effect.async<WardenPool.AuditReport, SqlError>((resume) => {
     const config = pool.config.session
     const applicationName = config.applicationName
-    const client = new Pg.Client({
-      ...config.client,
-      application_name: CONTROL_APPLICATION_NAME,
-      connectionTimeoutMillis: config.connectTimeoutMs
-    })
-    client.on("error", () => {})
-    let done = false
-    const finish = (result: Effect.Effect<WardenPool.AuditReport, SqlError>) => {
-      if (done) return
-      done = true
-      client.end().catch(() => destroyClient(client))
-      resume(result)
-    }
-    client.connect((error) => {
-      if (error) return finish(Effect.fail(sqlError("ConnectFailed", "audit could not connect", { cause: error })))
-      client.query(
-        "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
-        [applicationName],
-        (error, result) => {
-          if (error) return finish(Effect.fail(statementError(error, "audit failed")))
-          const server: Array<WardenPool.ServerBackend> = result.rows.map((r) => ({
-            pid: Number(r.pid),
-            state: r.state,
-            query: r.query
-          }))
-          const pids = pool.pids()
-          const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
-          const idle = new Set(pids.idle)
-          const unknownToPool = server.filter((b) => !known.has(b.pid))
-          const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
-          finish(
-            Effect.succeed({
-              ok: unknownToPool.length === 0 && dirtyIdle.length === 0,
-              applicationName,
-              server,
-              pool: pids,
-              unknownToPool,
-              dirtyIdle
-            })
+    const timeoutMs = config.connectTimeoutMs + config.deadlines.terminate
+    const abandon = controlStatement(config.client, timeoutMs, AUDIT_SQL, [applicationName], (outcome) => {
+      if (outcome._tag === "timeout") {
+        return resume(Effect.fail(sqlError("ConnectTimeout", `the audit did not complete within ${timeoutMs} ms`)))
+      }
+      if (outcome._tag === "failed") {
+        return resume(
+          Effect.fail(
+            outcome.connecting
+              ? sqlError("ConnectFailed", "audit could not connect", { cause: outcome.error })
+              : statementError(outcome.error, "audit failed")
           )
-        }
+        )
+      }
+      const server: Array<WardenPool.ServerBackend> = outcome.result.rows.map((r) => ({
+        pid: Number(r.pid),
+        state: r.state,
+        query: r.query
+      }))
+      const pids = pool.pids()
+      const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
+      const idle = new Set(pids.idle)
+      const unknownToPool = server.filter((b) => !known.has(b.pid))
+      const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
+      resume(
+        Effect.succeed({
+          ok: unknownToPool.length === 0 && dirtyIdle.length === 0,
+          applicationName,
+          server,
+          pool: pids,
+          unknownToPool,
+          dirtyIdle
+        })
       )
     })
-    return Effect.sync(() => {
-      done = true
-      destroyClient(client)
-    })
+    return Effect.sync(abandon)
   })
 
 const toContext = (client: WardenClient) =>

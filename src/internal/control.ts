@@ -15,8 +15,8 @@
  *
  * @internal
  */
-import * as Pg from "pg"
-import { type CancelOutcome, CONTROL_APPLICATION_NAME, destroyClient, endClient } from "./wire.js"
+import type * as Pg from "pg"
+import { type CancelOutcome, CONTROL_APPLICATION_NAME, controlClient, destroyClient, endClient } from "./wire.js"
 
 const CANCEL_SQL = "SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2"
 
@@ -79,12 +79,7 @@ export class CancelChannel {
 
   private open(): void {
     if (this.pending !== undefined || this.closed) return
-    const client = new Pg.Client({
-      ...this.config,
-      application_name: this.applicationName,
-      connectionTimeoutMillis: this.connectTimeoutMs,
-      keepAlive: true
-    })
+    const client = controlClient(this.config, this.applicationName, this.connectTimeoutMs)
     this.pending = client
     client.on("error", () => this.drop(client))
     client.on("end", () => this.drop(client))

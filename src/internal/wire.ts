@@ -70,6 +70,66 @@ export const sendCancelRequest = (
 export type TerminateOutcome = "terminated" | "gone" | "failed" | "timeout"
 
 /**
+ * A client for a control connection: never a pool slot, named so audits can tell it from the pool's
+ * sessions, with keepalive, and with an 'error' listener so a driver error can never become an
+ * uncaught exception (the caller's own listener decides what it means).
+ */
+export const controlClient = (
+  config: Pg.ClientConfig,
+  applicationName: string,
+  connectTimeoutMs: number
+): Pg.Client => {
+  const client = new Pg.Client({
+    ...config,
+    application_name: applicationName,
+    connectionTimeoutMillis: connectTimeoutMs,
+    keepAlive: true
+  })
+  client.on("error", () => {})
+  return client
+}
+
+/** What one control statement came to. */
+export type ControlOutcome =
+  | { readonly _tag: "done"; readonly result: Pg.QueryResult }
+  | { readonly _tag: "failed"; readonly error: unknown; readonly connecting: boolean }
+  | { readonly _tag: "timeout" }
+
+/**
+ * One statement over a short-lived control connection (`pg-warden-control`): connect, run, close,
+ * all within `timeoutMs`. Returns a function that abandons it (the socket is destroyed at once).
+ */
+export const controlStatement = (
+  config: Pg.ClientConfig,
+  timeoutMs: number,
+  text: string,
+  values: ReadonlyArray<unknown>,
+  onDone: (outcome: ControlOutcome) => void
+): (() => void) => {
+  let settled = false
+  const client = controlClient(config, CONTROL_APPLICATION_NAME, timeoutMs)
+  const finish = (outcome: ControlOutcome | undefined) => {
+    if (settled) return
+    settled = true
+    clearTimeout(timer)
+    destroyClient(client)
+    if (outcome !== undefined) onDone(outcome)
+  }
+  const timer = setTimeout(() => finish({ _tag: "timeout" }), timeoutMs)
+  client.on("error", (error) => finish({ _tag: "failed", error, connecting: false }))
+  client.connect((error) => {
+    if (error) return finish({ _tag: "failed", error, connecting: true })
+    client.query(text, values as Array<unknown>, (error: unknown, result: Pg.QueryResult) =>
+      finish(error ? { _tag: "failed", error, connecting: false } : { _tag: "done", result })
+    )
+  })
+  return () => finish(undefined)
+}
+
+const TERMINATE_SQL =
+  "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2"
+
+/**
  * Ends a backend from the server side over a separate, short-lived control connection.
  * Used when the session's own socket cannot be trusted to tell the server (a statement is
  * still running, or the network may be partitioned). The pid is matched together with the
@@ -82,32 +142,9 @@ export const terminateBackend = (
   timeoutMs: number
 ): Promise<TerminateOutcome> =>
   new Promise((resolve) => {
-    let settled = false
-    const client = new Pg.Client({
-      ...config,
-      application_name: CONTROL_APPLICATION_NAME,
-      connectionTimeoutMillis: timeoutMs,
-      keepAlive: true
-    })
-    const finish = (outcome: TerminateOutcome) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      destroyClient(client)
-      resolve(outcome)
-    }
-    const timer = setTimeout(() => finish("timeout"), timeoutMs)
-    client.on("error", () => finish("failed"))
-    client.connect((err) => {
-      if (err) return finish("failed")
-      client.query(
-        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2",
-        [pid, applicationName],
-        (err, result) => {
-          if (err) return finish("failed")
-          finish(result.rows.length > 0 && result.rows[0].ok === true ? "terminated" : "gone")
-        }
-      )
+    controlStatement(config, timeoutMs, TERMINATE_SQL, [pid, applicationName], (outcome) => {
+      if (outcome._tag !== "done") return resolve(outcome._tag)
+      resolve(outcome.result.rows[0]?.ok === true ? "terminated" : "gone")
     })
   })
 
