@@ -8,7 +8,7 @@
  * - free list: lib/free-list.ts, FIFO hand-off, via `Effect.acquireUseRelease` (no Scope) and via
  *   `Effect.scoped(Effect.acquireRelease(…))` (the cost of a Scope per use, for comparison);
  * - effect Pool: `effect/Pool` (`Pool.make`, size 8) with `Effect.scoped(Pool.get(pool))`;
- * - pg-warden pool: src/internal/pool.ts itself over stub members (its `Connector` seam), acquired and
+ * - pg-warden pool: src/core/pool.ts itself over stub members (its `Connector` seam), acquired and
  *   released the way pooled statements and transactions do (`uninterruptibleMask`, only the wait
  *   interruptible, no Scope);
  * - pg-warden reserve: the public API, `Effect.scoped(sql.reserve)` on `WardenClient.make`, whose
@@ -22,9 +22,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
+import { type Member, Pool as WardenPool } from "../src/core/pool.js"
+import type { ReleaseOutcome } from "../src/core/session.js"
 import { WardenClient } from "../src/index.js"
-import { type Member, Pool as WardenPool } from "../src/internal/pool.js"
-import type { ReleaseOutcome } from "../src/internal/session.js"
+import * as Core from "../src/internal/effect.js"
 import { FreeList } from "./lib/free-list.js"
 import { median, minMax, percentiles } from "./lib/stats.js"
 import { StubPgStream } from "./lib/stub-stream.js"
@@ -162,7 +163,9 @@ const impls: ReadonlyArray<Impl> = [
       // The pool opens its minimum in the background: wait until all of them are idle.
       while (pool.snapshot().idle < POOL_SIZE) await new Promise((resolve) => setImmediate(resolve))
       const op = Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(pool.acquire(restore), (member) => Effect.ensuring(restore(use), pool.release(member)))
+        Effect.flatMap(Core.acquire(pool, restore), (member) =>
+          Effect.ensuring(restore(use), Core.release(pool, member))
+        )
       )
       return { op, close: () => pool.close() }
     }

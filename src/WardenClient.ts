@@ -34,19 +34,14 @@ import * as Tracer from "effect/Tracer"
 import type * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
-import { CancelChannel } from "./internal/control.js"
-import { checkDriver } from "./internal/driver.js"
+import { CancelChannel } from "./core/control.js"
+import { checkDriver } from "./core/driver.js"
+import { Pool } from "./core/pool.js"
+import type { Deadlines, Session, SessionConfig, StatementConfig } from "./core/session.js"
+import { CONTROL_APPLICATION_NAME, controlStatement } from "./core/wire.js"
+import * as Core from "./internal/effect.js"
 import { ListenHub } from "./internal/listen.js"
-import { Pool } from "./internal/pool.js"
-import {
-  type Deadlines,
-  type Session,
-  type SessionConfig,
-  type StatementConfig,
-  statementError
-} from "./internal/session.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
-import { CONTROL_APPLICATION_NAME, controlStatement } from "./internal/wire.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
 
@@ -564,7 +559,7 @@ class PooledConnection extends StatementConnection {
   }
 
   protected run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
-    return this.pool.statement(config, onResult)
+    return Core.pooledStatement(this.pool, config, onResult)
   }
 
   executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
@@ -590,12 +585,12 @@ const cursorStream = (
 ): Effect.Effect<Stream.Stream<any, SqlError>, SqlError, Scope.Scope> =>
   Effect.gen(function* () {
     const refusal = session.refusal()
-    if (refusal !== undefined) return yield* Effect.fail(refusal)
+    if (refusal !== undefined) return yield* Effect.fail(Core.toSqlError(refusal))
     session.note(sql)
     if (session.beginPending) {
       // A cursor cannot carry BEGIN: open the transaction first.
       session.beginPending = false
-      yield* session.run({ text: "BEGIN" }, () => undefined)
+      yield* Core.run(session, { text: "BEGIN" }, () => undefined)
     }
     const cursor = new Cursor(sql, params as Array<unknown>)
     const tracked = session.track(cursor)
@@ -623,7 +618,7 @@ const cursorStream = (
         if (error) {
           finished = true
           tracked.done(error)
-          resume(Effect.fail(Option.some(statementError(error))))
+          resume(Effect.fail(Option.some(Core.statementError(error))))
         } else if (rows.length > 0) {
           resume(Effect.succeed(Chunk.unsafeFromArray(transformRows ? transformRows(rows) : rows)))
         } else {
@@ -645,7 +640,7 @@ class LeasedConnection extends StatementConnection {
   }
 
   protected run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
-    return this.active ? this.session.run(config, onResult) : Effect.fail(usedAfterScope)
+    return this.active ? Core.run(this.session, config, onResult) : Effect.fail(usedAfterScope)
   }
 
   executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
@@ -701,7 +696,7 @@ const makeWith = (
 
     // Check the server is reachable now, like PgClient.make does, with a typed error if not.
     yield* Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(pool.acquire(restore), (session) => pool.release(session))
+      Effect.flatMap(Core.acquire(pool, restore), (session) => Core.release(pool, session))
     )
 
     const pooled = new PooledConnection(pool, (sql, params, transformRows) =>
@@ -712,22 +707,22 @@ const makeWith = (
 
     /** A session for the current scope; released (with the release protocol) when the scope closes. */
     const reserveSession: Effect.Effect<Session, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(pool.acquire(restore), (session) =>
+      Effect.flatMap(Core.acquire(pool, restore), (session) =>
         Effect.as(
-          Effect.addFinalizer(() => pool.release(session)),
+          Effect.addFinalizer(() => Core.release(pool, session)),
           session
         )
       )
     )
 
     const reserve: Effect.Effect<Connection, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(pool.acquire(restore), (session) => {
+      Effect.flatMap(Core.acquire(pool, restore), (session) => {
         const connection = new LeasedConnection(session)
         return Effect.as(
           Effect.addFinalizer(() =>
             Effect.suspend(() => {
               connection.active = false
-              return pool.release(session)
+              return Core.release(pool, session)
             })
           ),
           connection
@@ -756,7 +751,7 @@ const makeWith = (
       )
 
     const notify = (channel: string, payload: string): Effect.Effect<void, SqlError> =>
-      pool.statement({ text: "SELECT pg_notify($1, $2)", values: [channel, payload] }, () => undefined)
+      Core.pooledStatement(pool, { text: "SELECT pg_notify($1, $2)", values: [channel, payload] }, () => undefined)
 
     const poolService: WardenPool.WardenPool = {
       applicationName: resolved.pool.session.applicationName,
@@ -862,13 +857,13 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
         })
       )
     } else {
-      run = Effect.flatMap(pool.acquire(restore), (session) => {
+      run = Effect.flatMap(Core.acquire(pool, restore), (session) => {
         const connection = new LeasedConnection(session)
         // BEGIN travels with the transaction's first statement, saving a round trip.
         session.beginPending = true
         const end = Effect.suspend(() => {
           connection.active = false
-          return pool.release(session)
+          return Core.release(pool, session)
         })
         return Effect.matchCauseEffect(inTransaction(connection, 0), {
           onFailure: (cause) => {
@@ -913,21 +908,19 @@ const commit = (session: Session): Effect.Effect<void, SqlError> =>
   })
 
 const sendCommit = (session: Session): Effect.Effect<void, SqlError> =>
-  session
-    .run({ text: "COMMIT" }, (result: Pg.QueryResult) => result.command)
-    .pipe(
-      Effect.mapError((error) => sqlError("CommitFailed", `COMMIT failed: ${error.message}`, { cause: error.cause })),
-      Effect.flatMap((command) =>
-        command === "ROLLBACK"
-          ? Effect.fail(
-              sqlError(
-                "CommitRolledBack",
-                "the server rolled the transaction back instead of committing it (a statement in it had failed)"
-              )
+  Core.run(session, { text: "COMMIT" }, (result: Pg.QueryResult) => result.command).pipe(
+    Effect.mapError((error) => sqlError("CommitFailed", `COMMIT failed: ${error.message}`, { cause: error.cause })),
+    Effect.flatMap((command) =>
+      command === "ROLLBACK"
+        ? Effect.fail(
+            sqlError(
+              "CommitRolledBack",
+              "the server rolled the transaction back instead of committing it (a statement in it had failed)"
             )
-          : Effect.void
-      )
+          )
+        : Effect.void
     )
+  )
 
 /**
  * Rolls back to a savepoint after the inner block failed. If that cannot be done, the whole
@@ -963,7 +956,7 @@ const audit = (pool: Pool): Effect.Effect<WardenPool.AuditReport, SqlError> =>
           Effect.fail(
             outcome.connecting
               ? sqlError("ConnectFailed", "audit could not connect", { cause: outcome.error })
-              : statementError(outcome.error, "audit failed")
+              : Core.statementError(outcome.error, "audit failed")
           )
         )
       }

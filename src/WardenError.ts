@@ -7,23 +7,16 @@
  */
 import { SqlError } from "@effect/sql/SqlError"
 import * as Data from "effect/Data"
+import * as Core from "./core/errors.js"
 
 /**
- * A point-in-time view of the pool, carried by acquire timeouts so the user can see who
- * holds the connections.
+ * A point-in-time view of the pool, carried by acquire timeouts so the user can see who holds the
+ * connections: `total`, `idle`, `inUse`, `waiting`, `connecting`, `releasing`, `maxConnections`.
  *
  * @since 0.1.0
  * @category models
  */
-export interface PoolSnapshot {
-  readonly total: number
-  readonly idle: number
-  readonly inUse: number
-  readonly waiting: number
-  readonly connecting: number
-  readonly releasing: number
-  readonly maxConnections: number
-}
+export type PoolSnapshot = Core.PoolSnapshot
 
 /**
  * Why pg-warden failed:
@@ -42,17 +35,7 @@ export interface PoolSnapshot {
  * @since 0.1.0
  * @category models
  */
-export type Reason =
-  | "AcquireTimeout"
-  | "PoolClosed"
-  | "ConnectFailed"
-  | "ConnectTimeout"
-  | "ConnectionLost"
-  | "CommitFailed"
-  | "CommitRolledBack"
-  | "TransactionLeftOpen"
-  | "InvalidConfig"
-  | "UnsupportedDriver"
+export type Reason = Core.Reason
 
 /**
  * @since 0.1.0
@@ -103,15 +86,7 @@ export class WardenError extends Data.TaggedError("WardenError")<{
  * @since 0.1.0
  * @category utils
  */
-export const sqlState = (error: unknown): string | undefined => {
-  let current: unknown = error
-  for (let depth = 0; depth < 4 && typeof current === "object" && current !== null; depth++) {
-    const code = (current as { code?: unknown }).code
-    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code
-    current = (current as { cause?: unknown }).cause
-  }
-  return undefined
-}
+export const sqlState: (error: unknown) => string | undefined = Core.sqlState
 
 /**
  * Wraps a `WardenError` into the `SqlError` that `SqlClient` users handle.

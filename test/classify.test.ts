@@ -10,7 +10,7 @@ import {
   EXPANDS_STAR,
   RETURNS_ROWS,
   TRANSACTION_CONTROL
-} from "../src/internal/classify.js"
+} from "../src/core/classify.js"
 
 const dirty = (text: string): boolean => (classify(text) & DIRTIES) !== 0
 const rows = (text: string): boolean => (classify(text) & RETURNS_ROWS) !== 0

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vitest"
 import pg from "pg"
-import { WithClose } from "../src/internal/begin.js"
+import { WithClose } from "../src/core/begin.js"
 import {
   activeQuery,
   backendKey,
@@ -18,7 +18,7 @@ import {
   onReadyForQuery,
   transactionStatus,
   unqueue
-} from "../src/internal/driver.js"
+} from "../src/core/driver.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 

@@ -7,8 +7,9 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import { type Member, Pool, type PoolConfig } from "../src/internal/pool.js"
-import type { ReleaseOutcome } from "../src/internal/session.js"
+import { type Member, Pool, type PoolConfig } from "../src/core/pool.js"
+import type { ReleaseOutcome } from "../src/core/session.js"
+import * as Core from "../src/internal/effect.js"
 import * as WardenError from "../src/WardenError.js"
 
 /** A member with nothing behind it; what the pool does to it is recorded. */
@@ -82,7 +83,7 @@ const makePool = (overrides: Partial<Omit<PoolConfig, "session">> = {}) => {
 
 /** A member for the rest of the scope, acquired the way `reserve` does it. */
 const lease = (pool: Pool<Stub>) =>
-  Effect.uninterruptibleMask((restore) => pool.acquire(restore)) as Effect.Effect<Stub, unknown>
+  Effect.uninterruptibleMask((restore) => Core.acquire(pool, restore)) as Effect.Effect<Stub, unknown>
 
 const waitUntil = (predicate: () => boolean, timeoutMs = 2_000) =>
   Effect.gen(function* () {
@@ -102,12 +103,12 @@ describe("pool over stub members", () => {
       const waiters = yield* Effect.forEach([1, 2, 3, 4], (n) =>
         Effect.fork(
           Effect.flatMap(lease(pool), (member) =>
-            Effect.sync(() => served.push(n)).pipe(Effect.zipRight(pool.release(member)))
+            Effect.sync(() => served.push(n)).pipe(Effect.zipRight(Core.release(pool, member)))
           )
         )
       )
       yield* waitUntil(() => pool.waiting === 4)
-      yield* pool.release(holder)
+      yield* Core.release(pool, holder)
       yield* Effect.forEach(waiters, Fiber.join)
       expect(served).toEqual([1, 2, 3, 4])
       expect(pool.snapshot()).toMatchObject({ total: 1, idle: 1, inUse: 0, waiting: 0 })
@@ -123,11 +124,11 @@ describe("pool over stub members", () => {
         const waiter = yield* Effect.fork(lease(pool))
         yield* waitUntil(() => pool.waiting === 1)
         // Hand-off and interruption in the same tick: the waiter is served, then interrupted before it resumes.
-        yield* Effect.sync(() => Effect.runFork(pool.release(holder)))
+        yield* Effect.sync(() => Effect.runFork(Core.release(pool, holder)))
         yield* Fiber.interrupt(waiter)
         yield* waitUntil(() => pool.snapshot().inUse === 0 || (pool.snapshot().inUse === 1 && pool.waiting === 0))
         const exit = yield* Fiber.await(waiter)
-        if (Exit.isSuccess(exit)) yield* pool.release(exit.value)
+        if (Exit.isSuccess(exit)) yield* Core.release(pool, exit.value)
         yield* waitUntil(() => pool.snapshot().idle === 1)
       }
       expect(members).toHaveLength(1)
@@ -141,10 +142,10 @@ describe("pool over stub members", () => {
       const { pool, members } = makePool({ maxConnections: 2 })
       const a = yield* lease(pool)
       const b = yield* lease(pool)
-      yield* pool.release(b)
+      yield* Core.release(pool, b)
       const again = yield* lease(pool) // b again, from the free list
       expect(again).toBe(b)
-      yield* pool.release(again)
+      yield* Core.release(pool, again)
       const waiter = yield* Effect.fork(Effect.flatMap(lease(pool), () => lease(pool)))
       yield* waitUntil(() => pool.waiting === 1)
       yield* Effect.promise(() => pool.close())
@@ -165,7 +166,7 @@ describe("pool over stub members", () => {
     Effect.gen(function* () {
       const { pool, members } = makePool({ maxConnections: 3, minConnections: 1, idleTimeoutMs: 100 })
       const leased = yield* Effect.all([lease(pool), lease(pool), lease(pool)])
-      for (const member of leased) yield* pool.release(member)
+      for (const member of leased) yield* Core.release(pool, member)
       expect(pool.snapshot().idle).toBe(3)
       yield* waitUntil(() => pool.snapshot().total === 1, 3_000)
       expect(pool.counters.retiredIdle).toBe(2)
@@ -180,14 +181,14 @@ describe("pool over stub members", () => {
       const first = yield* lease(pool)
       expect(first.expiresAt - first.createdAt).toBeGreaterThanOrEqual(135)
       expect(first.expiresAt - first.createdAt).toBeLessThanOrEqual(150)
-      yield* pool.release(first)
+      yield* Core.release(pool, first)
       yield* Effect.sleep("200 millis")
       const second = yield* lease(pool)
       expect(second).not.toBe(first)
       expect(first.events).toContain("close")
       expect(pool.counters.retiredExpired).toBeGreaterThanOrEqual(1)
       expect(members).toHaveLength(2)
-      yield* pool.release(second)
+      yield* Core.release(pool, second)
       yield* Effect.promise(() => pool.close())
     })
   )
@@ -199,7 +200,7 @@ describe("pool over stub members", () => {
       member.clean = false // not clean: the release protocol runs
       member.releaseWith = "never"
       const started = Date.now()
-      yield* pool.release(member)
+      yield* Core.release(pool, member)
       const took = Date.now() - started
       expect(took).toBeGreaterThanOrEqual(pool.outerMs - 5)
       expect(took).toBeLessThan(pool.outerMs + 1_000)
@@ -209,7 +210,7 @@ describe("pool over stub members", () => {
       member.clean = true
       const next = yield* lease(pool)
       expect(next).not.toBe(member)
-      yield* pool.release(next)
+      yield* Core.release(pool, next)
       yield* Effect.promise(() => pool.close())
     })
   )

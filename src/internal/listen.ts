@@ -10,9 +10,10 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Pg from "pg"
+import type { Pool } from "../core/pool.js"
+import type { Session } from "../core/session.js"
 import { sqlError } from "../WardenError.js"
-import type { Pool } from "./pool.js"
-import type { Session } from "./session.js"
+import { closeDedicated, openDedicated, run } from "./effect.js"
 
 interface Subscriber {
   readonly channel: string
@@ -45,7 +46,7 @@ export class ListenHub {
           const session = this.session ?? (yield* this.open())
           if (!this.channels.has(channel)) {
             const listened = yield* Effect.exit(
-              session.run({ text: `LISTEN ${Pg.escapeIdentifier(channel)}` }, () => {})
+              run(session, { text: `LISTEN ${Pg.escapeIdentifier(channel)}` }, () => {})
             )
             if (listened._tag === "Failure") {
               yield* this.closeIfUnused()
@@ -61,7 +62,7 @@ export class ListenHub {
   }
 
   private open(): Effect.Effect<Session, SqlError> {
-    return Effect.map(this.pool.openDedicated(), (session) => {
+    return Effect.map(openDedicated(this.pool), (session) => {
       this.session = session
       session.client.on("notification", (message) => {
         if (message.payload === undefined) return
@@ -121,7 +122,7 @@ export class ListenHub {
         this.session = undefined
         this.channels.clear()
       }
-      return this.pool.closeDedicated(session)
+      return closeDedicated(this.pool, session)
     })
   }
 }

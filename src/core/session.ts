@@ -3,12 +3,10 @@
  *
  * The session tracks what the server is doing with it (statements in flight, the
  * transaction status from ReadyForQuery, an outstanding cancel, a socket error) and owns
- * the release protocol of DESIGN.md §3. Every wait inside the protocol has its own deadline.
+ * the release protocol of docs/DESIGN.md §3. Every wait inside the protocol has its own deadline.
  *
  * @internal
  */
-import { SqlError } from "@effect/sql/SqlError"
-import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 import { canCarryBegin, type InnerQuery, WithBegin, WithClose } from "./begin.js"
 import { classify, DIRTIES, DROPS_PREPARED, EXPANDS_STAR, RETURNS_ROWS } from "./classify.js"
@@ -24,6 +22,7 @@ import {
   typeParsers,
   unqueue
 } from "./driver.js"
+import { CoreError } from "./errors.js"
 import {
   type CancelOutcome,
   destroyClient,
@@ -161,13 +160,6 @@ const cancelledByUser = (error: unknown): boolean =>
 
 /** How long an interrupted statement may take to end by itself before it is cancelled. */
 const CANCEL_GRACE_MS = 2
-
-/** Builds the `SqlError` a failed statement surfaces, keeping the driver error as the cause. */
-export const statementError = (cause: unknown, what = "Failed to execute statement"): SqlError => {
-  const code = sqlStateOf(cause)
-  const detail = cause instanceof Error ? cause.message : String(cause)
-  return new SqlError({ cause, message: code ? `${what}: ${detail} (SQLSTATE ${code})` : `${what}: ${detail}` })
-}
 
 /**
  * One statement submitted by a session: pg's own Query, constructed the cheap way (pg copies a
@@ -565,35 +557,12 @@ export class Session {
     forgetAllParsed(this.client)
   }
 
-  /**
-   * Runs one statement on a session the caller holds. Interrupting the returned effect
-   * cancels the statement on the server (protocol CancelRequest) and waits for it to settle
-   * within the deadlines; when that cannot be confirmed, the session is terminated. Either
-   * way the interruption completes within `cancel + drain + terminate`.
-   */
-  run<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
-    return Effect.async<A, SqlError>((resume) => {
-      const record = this.submit(config, (error, result) => {
-        if (error) {
-          resume(Effect.fail(error instanceof SqlError ? error : statementError(error)))
-          return
-        }
-        try {
-          resume(Effect.succeed(onResult(result)))
-        } catch (cause) {
-          resume(Effect.fail(statementError(cause, "Failed to read result")))
-        }
-      })
-      return record.done ? undefined : Effect.promise(() => this.interrupt(record))
-    })
-  }
-
   /** Why a new statement is refused, if it is. */
-  refusal(cleanup = false): SqlError | undefined {
+  refusal(cleanup = false): CoreError | undefined {
     // A revoked session refuses the borrower's statements, not the release protocol's own.
-    if (this.revoked !== undefined && !cleanup) return new SqlError({ message: this.revoked })
+    if (this.revoked !== undefined && !cleanup) return new CoreError("Refused", this.revoked)
     if (this.lost !== undefined) {
-      return new SqlError({ cause: this.lost, message: "Connection lost: the session can no longer be used" })
+      return new CoreError("Refused", "Connection lost: the session can no longer be used", this.lost)
     }
     return undefined
   }

@@ -11,17 +11,8 @@
  *
  * @internal
  */
-import type { SqlError } from "@effect/sql/SqlError"
-import * as Effect from "effect/Effect"
-import { type PoolSnapshot, sqlError, sqlState } from "../WardenError.js"
-import {
-  type InFlight,
-  type ReleaseOutcome,
-  Session,
-  type SessionConfig,
-  type StatementConfig,
-  statementError
-} from "./session.js"
+import { CoreError, type PoolSnapshot, sqlState } from "./errors.js"
+import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type StatementConfig } from "./session.js"
 
 /**
  * What the pool needs of a session. `Session` is the real one; the pool-overhead benchmark
@@ -96,13 +87,13 @@ export interface PoolCounters {
  * A fiber waiting for a session. Served at most once, in FIFO order; `serve` and `fail` are
  * plain callbacks so that a pooled statement can start on the session in the same tick.
  */
-interface Waiter<S> {
+export interface Waiter<S> {
   state: "waiting" | "served" | "cancelled" | "returned"
   session: S | undefined
-  failure: SqlError | undefined
+  failure: CoreError | undefined
   readonly deadline: number
   serve: ((session: S) => void) | undefined
-  fail: ((error: SqlError) => void) | undefined
+  fail: ((error: CoreError) => void) | undefined
 }
 
 const emptyCounters = (): PoolCounters => ({
@@ -198,44 +189,29 @@ export class Pool<S extends Member = Session> {
   // Acquisition
 
   /**
-   * Takes a session for a scope (reserve, transaction). Must run in an uninterruptible
-   * region; only the wait is made interruptible, through `restore`. The caller owns the
-   * session once this succeeds and must hand it to `release`.
+   * Takes a session for a scope (reserve, transaction), in three steps the caller drives (the Effect
+   * editions make only the wait interruptible): `takeIdle` (a session now, or none), `enqueue` (a
+   * place in the FIFO queue, served through its `serve` / `fail` callbacks), and `abandon` when the
+   * caller stops waiting (or was served but can no longer take the session: it goes back). The
+   * caller owns a session once served and must hand it to `releaseClean` / `releaseDirty`.
    */
-  acquire(restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>): Effect.Effect<S, SqlError> {
-    return Effect.suspend(() => {
-      if (this.closed) return Effect.fail(this.closedError())
-      const session = this.takeIdle()
-      if (session !== undefined) return Effect.succeed(session)
-      const waiter = this.enqueue()
-      // One interruption handler covers both moments: while waiting (the waiter leaves the
-      // queue) and after being served but before the fiber resumed (the session goes back).
-      return restore(
-        Effect.async<S, SqlError>((resume) => {
-          if (waiter.state === "served") return resume(Effect.succeed(waiter.session!))
-          if (waiter.failure !== undefined) return resume(Effect.fail(waiter.failure))
-          waiter.serve = (session) => resume(Effect.succeed(session))
-          waiter.fail = (error) => resume(Effect.fail(error))
-        })
-      ).pipe(Effect.onInterrupt(() => Effect.sync(() => this.abandon(waiter))))
-    })
-  }
 
   /**
    * One statement on a pooled session, as a single async step: wait for a session, run the
-   * statement, give the session back. Interruption at any point is handled by the statement's
-   * own state: while waiting, the waiter leaves; while running, the statement is cancelled and
-   * the session goes through the release protocol before the interruption completes.
+   * statement, give the session back; `onDone` is called once. Interruption at any point is handled
+   * by the statement's own state (see `PooledStatement.interrupt`).
    */
-  statement<A>(config: StatementConfig, onResult: (result: any) => A): Effect.Effect<A, SqlError> {
-    return Effect.async<A, SqlError>((resume) => {
-      const op = new PooledStatement(this as unknown as Pool<Session>, config, onResult, resume)
-      op.start()
-      return Effect.suspend(() => op.interrupt())
-    })
+  statement<A>(
+    config: StatementConfig,
+    onResult: (result: any) => A,
+    onDone: (error: CoreError | undefined, value: A | undefined) => void
+  ): PooledStatement<A> {
+    const op = new PooledStatement(this as unknown as Pool<Session>, config, onResult, onDone)
+    op.start()
+    return op
   }
 
-  /** @internal used by PooledStatement */
+  /** A place in the queue of waiters (see above). */
   enqueue(): Waiter<S> {
     const waiter: Waiter<S> = {
       state: "waiting",
@@ -252,7 +228,7 @@ export class Pool<S extends Member = Session> {
     return waiter
   }
 
-  /** @internal used by PooledStatement */
+  /** A clean idle session, now, or none. */
   takeIdle(): S | undefined {
     const now = Date.now()
     while (this.idle.length > 0) {
@@ -304,10 +280,11 @@ export class Pool<S extends Member = Session> {
       if (waiter.state !== "waiting") continue
       if (waiter.deadline > now) break
       // The snapshot is taken while the waiter still counts, so the message shows it waiting.
-      const error = sqlError(
+      const error = new CoreError(
         "AcquireTimeout",
         `no connection became available within ${this.config.acquireTimeoutMs} ms`,
-        { snapshot: this.snapshot() }
+        undefined,
+        this.snapshot()
       )
       this.leave(waiter)
       this.counters.acquireTimeouts++
@@ -316,7 +293,7 @@ export class Pool<S extends Member = Session> {
     this.armTimer()
   }
 
-  private failWaiter(waiter: Waiter<S>, error: SqlError): void {
+  private failWaiter(waiter: Waiter<S>, error: CoreError): void {
     waiter.failure = error
     waiter.fail?.(error)
   }
@@ -430,14 +407,12 @@ export class Pool<S extends Member = Session> {
   // Release
 
   /**
-   * Gives a session back. Runs the release protocol when the session is not verifiably
-   * clean; the returned effect always completes within the cleanup deadlines. Must be run
-   * uninterruptibly (it is a finalizer).
+   * Gives a session back: `undefined` when it was verifiably clean and went straight back, otherwise
+   * the release protocol, which always completes within the outer deadline. A finalizer: callers
+   * must not abandon it halfway.
    */
-  release(session: S): Effect.Effect<void> {
-    return Effect.suspend(() =>
-      this.releaseClean(session) ? Effect.void : Effect.promise(() => this.releaseDirty(session))
-    )
+  release(session: S): Promise<void> | undefined {
+    return this.releaseClean(session) ? undefined : this.releaseDirty(session)
   }
 
   /** The fast path: a verifiably clean session goes straight back to the next waiter or the free list. */
@@ -556,43 +531,40 @@ export class Pool<S extends Member = Session> {
   // Dedicated sessions
 
   /**
-   * A session outside the pool's count, for LISTEN: connected interruptibly within the
-   * connect deadline, closed with `closeDedicated` or, at the latest, with the pool.
+   * A session outside the pool's count, for LISTEN: connected within the connect deadline, closed
+   * with `closeDedicated` or, at the latest, with the pool. `onDone` is called once; the returned
+   * function aborts the attempt.
    */
-  openDedicated(): Effect.Effect<S, SqlError> {
-    return Effect.async<S, SqlError>((resume) => {
-      if (this.closed) {
-        resume(Effect.fail(this.closedError()))
-        return
+  openDedicated(onDone: (error: CoreError | undefined, session?: S) => void): () => void {
+    if (this.closed) {
+      onDone(this.closedError())
+      return () => {}
+    }
+    const config: SessionConfig = { ...this.config.session, startupParameters: this.startupParameters }
+    const abort = this.connector(config, (error, session) => {
+      this.connectAborts.delete(abort)
+      if (error !== undefined || session === undefined) {
+        onDone(connectError(error, config.connectTimeoutMs))
+      } else if (this.closed) {
+        this.track(session.terminate())
+        onDone(this.closedError())
+      } else {
+        this.dedicated.add(session)
+        onDone(undefined, session)
       }
-      const config: SessionConfig = { ...this.config.session, startupParameters: this.startupParameters }
-      const abort = this.connector(config, (error, session) => {
-        this.connectAborts.delete(abort)
-        if (error !== undefined || session === undefined) {
-          resume(Effect.fail(connectError(error, config.connectTimeoutMs)))
-        } else if (this.closed) {
-          this.track(session.terminate())
-          resume(Effect.fail(this.closedError()))
-        } else {
-          this.dedicated.add(session)
-          resume(Effect.succeed(session))
-        }
-      })
-      this.connectAborts.add(abort)
-      return Effect.sync(abort)
     })
+    this.connectAborts.add(abort)
+    return abort
   }
 
-  closeDedicated(session: S): Effect.Effect<void> {
-    return Effect.promise(() => {
-      this.dedicated.delete(session)
-      session.onLost = undefined
-      return this.bounded(
-        session.lost === undefined && session.settled ? session.close() : session.terminate(),
-        [session],
-        undefined
-      )
-    })
+  closeDedicated(session: S): Promise<void> {
+    this.dedicated.delete(session)
+    session.onLost = undefined
+    return this.bounded(
+      session.lost === undefined && session.settled ? session.close() : session.terminate(),
+      [session],
+      undefined
+    )
   }
 
   // ---------------------------------------------------------------------------
@@ -639,17 +611,17 @@ export class Pool<S extends Member = Session> {
     await this.config.session.cancelChannel?.close(this.config.session.deadlines.terminate)
   }
 
-  closedError(): SqlError {
-    return sqlError("PoolClosed", "the pool is closed", { snapshot: this.snapshot() })
+  closedError(): CoreError {
+    return new CoreError("PoolClosed", "the pool is closed", undefined, this.snapshot())
   }
 }
 
-const connectError = (error: unknown, timeoutMs: number): SqlError => {
+const connectError = (error: unknown, timeoutMs: number): CoreError => {
   const message = String((error as Error | undefined)?.message ?? error)
   if (/timeout|timed out/i.test(message) && sqlState(error) === undefined) {
-    return sqlError("ConnectTimeout", `could not connect within ${timeoutMs} ms: ${message}`, { cause: error })
+    return new CoreError("ConnectTimeout", `could not connect within ${timeoutMs} ms: ${message}`, error)
   }
-  return sqlError("ConnectFailed", `could not connect: ${message}`, { cause: error })
+  return new CoreError("ConnectFailed", `could not connect: ${message}`, error)
 }
 
 /**
@@ -657,25 +629,27 @@ const connectError = (error: unknown, timeoutMs: number): SqlError => {
  * looks at the state: a waiter leaves the queue; a running statement is cancelled and its
  * session released through the protocol, and the interruption completes after that.
  */
-class PooledStatement<A> {
+export class PooledStatement<A> {
   private state: "waiting" | "running" | "releasing" | "done" = "waiting"
   private waiter: Waiter<Session> | undefined = undefined
   private session: Session | undefined = undefined
   private record: InFlight | undefined = undefined
   private cleanup: Promise<void> | undefined = undefined
+  private error: CoreError | undefined = undefined
+  private value: A | undefined = undefined
 
   constructor(
     private readonly pool: Pool<Session>,
     private readonly config: StatementConfig,
     private readonly onResult: (result: any) => A,
-    private readonly resume: (effect: Effect.Effect<A, SqlError>) => void
+    private readonly onDone: (error: CoreError | undefined, value: A | undefined) => void
   ) {}
 
   start(): void {
     const pool = this.pool
     if (pool.closed) {
       this.state = "done"
-      this.resume(Effect.fail(pool.closedError()))
+      this.onDone(pool.closedError(), undefined)
       return
     }
     const session = pool.takeIdle()
@@ -688,7 +662,7 @@ class PooledStatement<A> {
     waiter.serve = (session) => this.run(session)
     waiter.fail = (error) => {
       this.state = "done"
-      this.resume(Effect.fail(error))
+      this.onDone(error, undefined)
     }
     if (waiter.state === "served") this.run(waiter.session!)
     else if (waiter.failure !== undefined) waiter.fail(waiter.failure)
@@ -697,50 +671,52 @@ class PooledStatement<A> {
   private run(session: Session): void {
     this.state = "running"
     this.session = session
-    this.record = session.submit(this.config, this.onDone)
+    this.record = session.submit(this.config, this.completed)
   }
 
-  private readonly onDone = (error: unknown, result: unknown): void => {
+  private readonly completed = (error: unknown, result: unknown): void => {
     if (this.state !== "running") return // interrupted: the canceller owns the session now
     const session = this.session!
-    let outcome: Effect.Effect<A, SqlError>
     if (error) {
-      outcome = Effect.fail(statementError(error))
+      this.error = error instanceof CoreError ? error : new CoreError("Statement", "Failed to execute statement", error)
     } else if (session.transactionStatus !== "I") {
       // A lone BEGIN would otherwise be rolled back by the release right away, and the statements
       // meant to be inside it would autocommit one by one on whatever connection they get.
-      outcome = Effect.fail(
-        sqlError(
-          "TransactionLeftOpen",
-          "a statement outside a transaction left one open (BEGIN or START TRANSACTION): it was rolled back; " +
-            "use sql.withTransaction, or sql.reserve for hand-written transaction control"
-        )
+      this.error = new CoreError(
+        "TransactionLeftOpen",
+        "a statement outside a transaction left one open (BEGIN or START TRANSACTION): it was rolled back; " +
+          "use sql.withTransaction, or sql.reserve for hand-written transaction control"
       )
     } else {
       try {
-        outcome = Effect.succeed(this.onResult(result))
+        this.value = this.onResult(result)
       } catch (cause) {
-        outcome = Effect.fail(statementError(cause, "Failed to read result"))
+        this.error = new CoreError("Statement", "Failed to read result", cause)
       }
     }
     if (this.pool.releaseClean(session)) {
       this.state = "done"
-      this.resume(outcome)
+      this.onDone(this.error, this.value)
       return
     }
     this.state = "releasing"
     this.cleanup = this.pool.releaseDirty(session).then(() => {
       this.state = "done"
-      this.resume(outcome)
+      this.onDone(this.error, this.value)
     })
   }
 
-  interrupt(): Effect.Effect<void> {
+  /**
+   * The caller was interrupted: a waiter leaves the queue; a running statement is cancelled and its
+   * session released through the protocol. The returned promise (if any) is that cleanup, always
+   * within the outer deadline; `onDone` is not called afterwards.
+   */
+  interrupt(): Promise<void> | undefined {
     switch (this.state) {
       case "waiting":
         this.state = "done"
         this.pool.abandon(this.waiter!)
-        return Effect.void
+        return undefined
       case "running": {
         this.state = "releasing"
         const session = this.session!
@@ -748,12 +724,12 @@ class PooledStatement<A> {
         this.cleanup = this.pool
           .bounded(session.interrupt(record), [session], undefined)
           .then(() => this.pool.releaseDirty(session))
-        return Effect.promise(() => this.cleanup!)
+        return this.cleanup
       }
       case "releasing":
-        return Effect.promise(() => this.cleanup!)
+        return this.cleanup
       case "done":
-        return Effect.void
+        return undefined
     }
   }
 }
