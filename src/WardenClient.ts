@@ -6,7 +6,6 @@
  * @since 0.1.0
  */
 
-import type { ConnectionOptions } from "node:tls"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as Client from "@effect/sql/SqlClient"
 import type { Connection } from "@effect/sql/SqlConnection"
@@ -32,13 +31,13 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import type * as Pg from "pg"
-import { parse as parseConnectionString } from "pg-connection-string"
 import Cursor from "pg-cursor"
-import { CancelChannel } from "./core/control.js"
+import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
+import { CoreError } from "./core/errors.js"
 import { Pool } from "./core/pool.js"
-import type { Deadlines, Session, SessionConfig, StatementConfig } from "./core/session.js"
-import { CONTROL_APPLICATION_NAME, controlStatement } from "./core/wire.js"
+import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
+import { controlStatement } from "./core/wire.js"
 import * as Core from "./internal/effect.js"
 import { ListenHub } from "./internal/listen.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
@@ -159,24 +158,7 @@ export interface WardenClientConfig extends PgClient.PgClientConfig {
  * @since 0.1.0
  * @category defaults
  */
-export const defaults = {
-  maxConnections: 10,
-  minConnections: 0,
-  connectTimeout: 5_000,
-  acquireTimeout: 10_000,
-  idleTimeout: 60_000,
-  connectionTTL: 30 * 60_000,
-  cancelTimeout: 500,
-  drainTimeout: 1_000,
-  rollbackTimeout: 1_000,
-  resetTimeout: 1_000,
-  terminateTimeout: 1_000,
-  statementCacheSize: 256,
-  applicationName: "pg-warden",
-  idleInTransactionSessionTimeout: 60_000,
-  clientConnectionCheckInterval: 1_000,
-  tcpKeepalives: { idle: 30_000, interval: 10_000, count: 3 }
-} as const
+export const defaults: typeof CoreConfig.defaults = CoreConfig.defaults
 
 /**
  * The upper bound on how long releasing one interrupted connection can take: the sum of the
@@ -185,10 +167,8 @@ export const defaults = {
  * @since 0.1.0
  * @category utils
  */
-export const cleanupBound = (config: WardenClientConfig): Duration.Duration => {
-  const d = deadlinesOf(config)
-  return Duration.millis(d.cancel + d.drain + d.rollback + d.reset + d.terminate)
-}
+export const cleanupBound = (config: WardenClientConfig): Duration.Duration =>
+  Duration.millis(CoreConfig.cleanupBoundMs(coreInput(config)))
 
 /**
  * @since 0.1.0
@@ -203,306 +183,84 @@ const ATTR_DB_NAMESPACE = "db.namespace"
 const ATTR_SERVER_ADDRESS = "server.address"
 const ATTR_SERVER_PORT = "server.port"
 
-const millis = (input: Duration.DurationInput | undefined, fallback: number): number =>
-  input === undefined ? fallback : Duration.toMillis(Duration.decode(input))
-
-const deadlinesOf = (config: WardenClientConfig): Deadlines => ({
-  cancel: millis(config.cancelTimeout, defaults.cancelTimeout),
-  drain: millis(config.drainTimeout, defaults.drainTimeout),
-  rollback: millis(config.rollbackTimeout, defaults.rollbackTimeout),
-  reset: millis(config.resetTimeout, defaults.resetTimeout),
-  terminate: millis(config.terminateTimeout, defaults.terminateTimeout)
-})
-
-/** pg-warden's safety settings, as startup parameters; `explicit` says which the user set. */
-const safetyParametersOf = (
-  safety: ServerSafety | false | undefined
-): { readonly parameters: Array<readonly [string, string]>; readonly explicit: ReadonlySet<string> } => {
-  const explicit = new Set<string>()
-  const parameters: Array<readonly [string, string]> = []
-  if (safety === false) return { parameters, explicit }
-  const s = safety ?? {}
-  const ms = (v: Duration.DurationInput) => String(Math.max(0, Math.round(Duration.toMillis(Duration.decode(v)))))
-  const seconds = (v: Duration.DurationInput) =>
-    String(Math.max(1, Math.round(Duration.toMillis(Duration.decode(v)) / 1000)))
-  if (s.idleInTransactionSessionTimeout !== null) {
-    if (s.idleInTransactionSessionTimeout !== undefined) explicit.add("idle_in_transaction_session_timeout")
-    parameters.push([
-      "idle_in_transaction_session_timeout",
-      ms(s.idleInTransactionSessionTimeout ?? defaults.idleInTransactionSessionTimeout)
-    ])
+/** pg-warden's options as the core takes them: durations in milliseconds, the password revealed. */
+const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => {
+  const ms = (input: Duration.DurationInput | undefined): number | undefined =>
+    input === undefined ? undefined : Duration.toMillis(Duration.decode(input))
+  const safety = config.serverSafety
+  return {
+    url: config.url ? Redacted.value(config.url) : undefined,
+    host: config.host,
+    port: config.port,
+    database: config.database,
+    user: config.username,
+    password: config.password !== undefined ? Redacted.value(config.password) : undefined,
+    ssl: config.ssl as Pg.ClientConfig["ssl"],
+    types: config.types,
+    stream: config.stream as Pg.ClientConfig["stream"],
+    maxConnections: config.maxConnections,
+    minConnections: config.minConnections,
+    connectTimeout: ms(config.connectTimeout),
+    acquireTimeout: ms(config.acquireTimeout),
+    idleTimeout: ms(config.idleTimeout),
+    connectionTTL: ms(config.connectionTTL),
+    cancelTimeout: ms(config.cancelTimeout),
+    drainTimeout: ms(config.drainTimeout),
+    rollbackTimeout: ms(config.rollbackTimeout),
+    resetTimeout: ms(config.resetTimeout),
+    terminateTimeout: ms(config.terminateTimeout),
+    applicationName: config.applicationName,
+    statementCacheSize: config.statementCacheSize,
+    cancelProbe: config.cancelProbe,
+    cancelChannel: config.cancelChannel,
+    sessionReset: config.sessionReset,
+    serverSafety:
+      safety === false || safety === undefined
+        ? safety
+        : {
+            idleInTransactionSessionTimeout:
+              safety.idleInTransactionSessionTimeout === null ? null : ms(safety.idleInTransactionSessionTimeout),
+            clientConnectionCheckInterval:
+              safety.clientConnectionCheckInterval === null ? null : ms(safety.clientConnectionCheckInterval),
+            tcpKeepalives:
+              safety.tcpKeepalives === null || safety.tcpKeepalives === undefined
+                ? safety.tcpKeepalives
+                : {
+                    idle: ms(safety.tcpKeepalives.idle)!,
+                    interval: ms(safety.tcpKeepalives.interval)!,
+                    count: safety.tcpKeepalives.count
+                  }
+          },
+    statementTimeout: ms(config.statementTimeout),
+    lockTimeout: ms(config.lockTimeout),
+    startupParameters: config.startupParameters
   }
-  if (s.tcpKeepalives !== null) {
-    if (s.tcpKeepalives !== undefined) {
-      for (const name of ["tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"]) explicit.add(name)
-    }
-    const k = s.tcpKeepalives ?? defaults.tcpKeepalives
-    parameters.push(["tcp_keepalives_idle", seconds(k.idle)])
-    parameters.push(["tcp_keepalives_interval", seconds(k.interval)])
-    parameters.push(["tcp_keepalives_count", String(Math.max(1, Math.round(k.count)))])
-  }
-  if (s.clientConnectionCheckInterval !== null) {
-    if (s.clientConnectionCheckInterval !== undefined) explicit.add("client_connection_check_interval")
-    parameters.push([
-      "client_connection_check_interval",
-      ms(s.clientConnectionCheckInterval ?? defaults.clientConnectionCheckInterval)
-    ])
-  }
-  return { parameters, explicit }
 }
 
-/**
- * Splits a libpq `options` string (`-c name=value --name=value`, backslash escapes) into
- * parameters. Anything else in it (other command-line switches) cannot be merged: `InvalidConfig`.
- */
-const parseOptions = (options: string): Array<readonly [string, string]> => {
-  const words: Array<string> = []
-  let word = ""
-  let escaped = false
-  let inWord = false
-  for (const c of options) {
-    if (escaped) {
-      word += c
-      escaped = false
-    } else if (c === "\\") {
-      escaped = true
-      inWord = true
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(word)
-      word = ""
-      inWord = false
-    } else {
-      word += c
-      inWord = true
-    }
-  }
-  if (inWord) words.push(word)
-  const out: Array<readonly [string, string]> = []
-  for (let i = 0; i < words.length; i++) {
-    let setting: string | undefined
-    const current = words[i]!
-    if (current === "-c") setting = words[++i]
-    else if (current.startsWith("-c")) setting = current.slice(2)
-    else if (current.startsWith("--")) setting = current.slice(2)
-    const eq = setting?.indexOf("=") ?? -1
-    if (setting === undefined || eq <= 0) {
-      throw invalid(`the URL's options must be "-c name=value" settings, got ${JSON.stringify(options)}`)
-    }
-    out.push([setting.slice(0, eq).replace(/-/g, "_"), setting.slice(eq + 1)])
-  }
-  return out
-}
-
-/**
- * The startup parameters of every session: pg-warden's safety settings, merged with what the user
- * asked for (URL `options` and parameters, `startupParameters`, `statementTimeout`, `lockTimeout`).
- * A user value replaces a safety default of the same name; two different user values for one
- * parameter are a configuration error, never a silent choice.
- */
-const mergeStartupParameters = (
-  config: WardenClientConfig,
-  fromUrl: ReadonlyArray<readonly [string, string, string]>
-): Array<readonly [string, string]> => {
-  const user = new Map<string, { readonly value: string; readonly source: string }>()
-  const add = (name: string, value: string, source: string) => {
-    const key = name.toLowerCase()
-    const known = user.get(key)
-    if (known !== undefined && known.value !== value) {
-      throw invalid(`${key} is set twice: ${known.value} (${known.source}) and ${value} (${source})`)
-    }
-    user.set(key, { value, source })
-  }
-  for (const [name, value, source] of fromUrl) add(name, value, source)
-  for (const [name, value] of Object.entries(config.startupParameters ?? {})) add(name, value, "startupParameters")
-  const ms = (v: Duration.DurationInput) => `${Math.max(0, Math.round(Duration.toMillis(Duration.decode(v))))}ms`
-  if (config.statementTimeout !== undefined) add("statement_timeout", ms(config.statementTimeout), "statementTimeout")
-  if (config.lockTimeout !== undefined) add("lock_timeout", ms(config.lockTimeout), "lockTimeout")
-  const safety = safetyParametersOf(config.serverSafety)
-  const out: Array<readonly [string, string]> = []
-  for (const [name, value] of safety.parameters) {
-    const mine = user.get(name)
-    if (mine === undefined) {
-      out.push([name, value])
-    } else if (safety.explicit.has(name) && mine.value !== value) {
-      throw invalid(`${name} is set twice: ${value} (serverSafety) and ${mine.value} (${mine.source})`)
-    }
-  }
-  for (const [name, { value }] of user) out.push([name, value])
-  return out
-}
-
-/** URL parameters pg would send as run-time parameters of their own; pg-warden merges them instead. */
-const URL_SETTINGS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"] as const
-
-const invalid = (detail: string, cause?: unknown) =>
-  sqlError("InvalidConfig", detail, cause !== undefined ? { cause } : undefined)
-
-/**
- * Connection settings that come from a `pg.Pool` the caller owns (`fromPool`) rather than from
- * pg-warden's own options: they may carry a password function, evaluated per new connection.
- */
-type Adopted = Pick<
-  Pg.ClientConfig,
-  "connectionString" | "host" | "port" | "user" | "password" | "database" | "ssl" | "types" | "stream" | "options"
-> & {
-  readonly application_name?: string | undefined
-  readonly statement_timeout?: number | false | undefined
-  readonly lock_timeout?: number | undefined
-  readonly idle_in_transaction_session_timeout?: number | undefined
-}
-
-/** Keeps only the fields that are set (pg treats an explicit `undefined` or `""` as "given"). */
-const defined = <A extends object>(value: A): Partial<A> =>
-  Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && v !== null && v !== "")) as Partial<A>
-
-/** Validates the configuration and derives the pool's. Every user mistake is a typed error. */
+/** Validates the configuration (in the core) and derives the pool's and `PgClient.config`. */
 const resolveConfig = (
   config: WardenClientConfig,
-  adopted?: Adopted
-): Effect.Effect<{ pool: ConstructorParameters<typeof Pool>[0]; client: PgClient.PgClientConfig }, SqlError> =>
+  adopted?: CoreConfig.Adopted
+): Effect.Effect<{ pool: CoreConfig.Resolved["pool"]; client: PgClient.PgClientConfig }, SqlError> =>
   Effect.try({
     try: () => {
-      const url = config.url ? Redacted.value(config.url) : adopted?.connectionString
-      let parsed: ReturnType<typeof parseConnectionString> | undefined
-      if (url !== undefined) {
-        if (!/^postgres(ql)?:\/\//.test(url) && !url.startsWith("socket:")) {
-          throw invalid("url must start with postgres:// or postgresql://")
-        }
-        try {
-          parsed = parseConnectionString(url)
-          new URL(url.startsWith("socket:") ? "socket://x" : url)
-        } catch (cause) {
-          throw invalid("url is not a valid connection string", cause)
-        }
-      }
-      const maxConnections = config.maxConnections ?? defaults.maxConnections
-      const minConnections = config.minConnections ?? defaults.minConnections
-      if (!Number.isInteger(maxConnections) || maxConnections < 1) {
-        throw invalid(`maxConnections must be a positive integer, got ${maxConnections}`)
-      }
-      if (!Number.isInteger(minConnections) || minConnections < 0 || minConnections > maxConnections) {
-        throw invalid(`minConnections must be an integer between 0 and maxConnections, got ${minConnections}`)
-      }
-      const port = config.port ?? adopted?.port ?? (parsed?.port ? Number(parsed.port) : undefined)
-      if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
-        throw invalid(`port must be between 1 and 65535, got ${port}`)
-      }
-      const statementCacheSize = config.statementCacheSize ?? defaults.statementCacheSize
-      if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
-        throw invalid(`statementCacheSize must be a non-negative integer, got ${statementCacheSize}`)
-      }
-      if (config.sessionReset !== undefined && config.sessionReset !== "auto" && config.sessionReset !== "always") {
-        throw invalid(`sessionReset must be "auto" or "always", got ${JSON.stringify(config.sessionReset)}`)
-      }
-      const deadlines = deadlinesOf(config)
-      for (const [name, value] of Object.entries(deadlines)) {
-        if (!(value > 0) || !Number.isFinite(value)) throw invalid(`${name}Timeout must be a positive finite duration`)
-      }
-
-      // The URL's application_name names the pool when the options do not; both, differing, is a
-      // mistake: the audit and the out-of-band terminate find the pool's backends by this name.
-      const urlApplicationName = (parsed?.application_name as string | undefined) || adopted?.application_name
-      if (
-        config.applicationName !== undefined &&
-        urlApplicationName !== undefined &&
-        urlApplicationName !== config.applicationName
-      ) {
-        throw invalid(
-          `applicationName ${JSON.stringify(config.applicationName)} and the URL's application_name ` +
-            `${JSON.stringify(urlApplicationName)} differ`
-        )
-      }
-      const applicationName = (config.applicationName ?? urlApplicationName ?? defaults.applicationName).slice(0, 63)
-      if (applicationName === CONTROL_APPLICATION_NAME) {
-        throw invalid(`applicationName ${CONTROL_APPLICATION_NAME} is reserved for control connections`)
-      }
-
-      // Run-time parameters given with the connection (URL, adopted pool) merge with pg-warden's;
-      // pg would otherwise send the URL's `options` in place of the safety settings.
-      const fromUrl: Array<readonly [string, string, string]> = []
-      const options = [adopted?.options, parsed?.options as string | undefined].filter(
-        (o): o is string => typeof o === "string" && o.trim() !== ""
-      )
-      for (const o of options) for (const [name, value] of parseOptions(o)) fromUrl.push([name, value, "URL options"])
-      for (const name of URL_SETTINGS) {
-        const value = parsed?.[name] ?? adopted?.[name]
-        if (value !== undefined && value !== null && value !== false) fromUrl.push([name, String(value), `URL ${name}`])
-      }
-      const startupParameters = mergeStartupParameters(config, fromUrl)
-
-      const {
-        options: _options,
-        application_name: _applicationName,
-        statement_timeout: _statementTimeout,
-        lock_timeout: _lockTimeout,
-        idle_in_transaction_session_timeout: _idle,
-        ...connection
-      } = (parsed ?? {}) as Record<string, unknown>
-      const pgConfig: Pg.ClientConfig = {
-        ...defined({
-          host: adopted?.host,
-          port: adopted?.port,
-          user: adopted?.user,
-          password: adopted?.password,
-          database: adopted?.database,
-          ssl: adopted?.ssl,
-          types: adopted?.types,
-          stream: adopted?.stream
-        }),
-        ...defined({
-          host: config.host,
-          port: config.port,
-          database: config.database,
-          user: config.username,
-          password: config.password !== undefined ? Redacted.value(config.password) : undefined,
-          ssl: config.ssl as boolean | ConnectionOptions | undefined,
-          types: config.types,
-          stream: config.stream as any
-        }),
-        // As with pg itself, what the URL says wins over the separate fields.
-        ...(defined(connection) as Pg.ClientConfig)
-      }
-      const connectTimeoutMs = millis(config.connectTimeout, defaults.connectTimeout)
-      const session: Omit<SessionConfig, "onConnect"> = {
-        client: pgConfig,
-        applicationName,
-        connectTimeoutMs,
-        deadlines,
-        startupParameters,
-        statementCacheSize,
-        cancelProbe: config.cancelProbe ?? true,
-        alwaysReset: config.sessionReset === "always",
-        cancelChannel:
-          config.cancelChannel === false ? undefined : new CancelChannel(pgConfig, applicationName, connectTimeoutMs)
-      }
+      const resolved = CoreConfig.resolveConfig(coreInput(config), adopted)
+      const target = resolved.target
       const client: PgClient.PgClientConfig = {
         ...config,
-        applicationName,
-        host: config.host ?? parsed?.host ?? adopted?.host ?? undefined,
-        port: port,
-        username: config.username ?? parsed?.user ?? adopted?.user ?? undefined,
-        database: config.database ?? parsed?.database ?? adopted?.database ?? undefined,
-        password:
-          config.password ??
-          (parsed?.password
-            ? Redacted.make(parsed.password)
-            : typeof adopted?.password === "string"
-              ? Redacted.make(adopted.password)
-              : undefined)
+        applicationName: target.applicationName,
+        host: target.host,
+        port: target.port,
+        username: target.user,
+        database: target.database,
+        password: config.password ?? (target.password !== undefined ? Redacted.make(target.password) : undefined)
       }
-      return {
-        client,
-        pool: {
-          session,
-          maxConnections,
-          minConnections,
-          acquireTimeoutMs: millis(config.acquireTimeout, defaults.acquireTimeout),
-          idleTimeoutMs: millis(config.idleTimeout, defaults.idleTimeout),
-          maxLifetimeMs: millis(config.connectionTTL, defaults.connectionTTL)
-        }
-      }
+      return { client, pool: resolved.pool }
     },
-    catch: (error) => (error instanceof SqlError ? error : invalid(String(error), error))
+    catch: (error) =>
+      error instanceof CoreError
+        ? Core.toSqlError(error)
+        : sqlError("InvalidConfig", String(error), error !== undefined ? { cause: error } : undefined)
   })
 
 type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
@@ -665,7 +423,7 @@ export const make = (
 
 const makeWith = (
   options: WardenClientConfig,
-  adopted?: Adopted
+  adopted?: CoreConfig.Adopted
 ): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function* () {
     const missing = checkDriver()
@@ -1029,7 +787,7 @@ export const fromPool = (
   options: WardenClientFromPoolOptions
 ): Effect.Effect<WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity> =>
   Effect.flatMap(options.acquire, (pgPool) => {
-    const adopted = pgPool.options as Pg.PoolConfig & Adopted
+    const adopted = pgPool.options as Pg.PoolConfig & CoreConfig.Adopted
     return makeWith(
       {
         ...options,
