@@ -32,12 +32,12 @@ import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import type * as Pg from "pg"
 import Cursor from "pg-cursor"
+import * as CoreAudit from "./core/audit.js"
 import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
 import { CoreError } from "./core/errors.js"
 import { Pool } from "./core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
-import { controlStatement } from "./core/wire.js"
 import * as Core from "./internal/effect.js"
 import { ListenHub } from "./internal/listen.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
@@ -513,7 +513,7 @@ const makeWith = (
 
     const poolService: WardenPool.WardenPool = {
       applicationName: resolved.pool.session.applicationName,
-      stats: Effect.sync(() => ({ ...pool.snapshot(), counters: { ...pool.counters }, closed: pool.closed })),
+      stats: Effect.sync(() => pool.stats()),
       audit: audit(pool)
     }
 
@@ -693,52 +693,12 @@ const rollbackToSavepoint = (connection: Connection, name: string): Effect.Effec
   )
 }
 
-const AUDIT_SQL =
-  "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()"
-
-/**
- * Compares the pool's sessions with `pg_stat_activity`, over a short-lived control connection,
- * within the connect deadline plus the terminate deadline.
- */
+/** The audit (C7) as an Effect; interrupting it abandons the control connection. */
 const audit = (pool: Pool): Effect.Effect<WardenPool.AuditReport, SqlError> =>
   Effect.async<WardenPool.AuditReport, SqlError>((resume) => {
-    const config = pool.config.session
-    const applicationName = config.applicationName
-    const timeoutMs = config.connectTimeoutMs + config.deadlines.terminate
-    const abandon = controlStatement(config.client, timeoutMs, AUDIT_SQL, [applicationName], (outcome) => {
-      if (outcome._tag === "timeout") {
-        return resume(Effect.fail(sqlError("ConnectTimeout", `the audit did not complete within ${timeoutMs} ms`)))
-      }
-      if (outcome._tag === "failed") {
-        return resume(
-          Effect.fail(
-            outcome.connecting
-              ? sqlError("ConnectFailed", "audit could not connect", { cause: outcome.error })
-              : Core.statementError(outcome.error, "audit failed")
-          )
-        )
-      }
-      const server: Array<WardenPool.ServerBackend> = outcome.result.rows.map((r) => ({
-        pid: Number(r.pid),
-        state: r.state,
-        query: r.query
-      }))
-      const pids = pool.pids()
-      const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
-      const idle = new Set(pids.idle)
-      const unknownToPool = server.filter((b) => !known.has(b.pid))
-      const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
-      resume(
-        Effect.succeed({
-          ok: unknownToPool.length === 0 && dirtyIdle.length === 0,
-          applicationName,
-          server,
-          pool: pids,
-          unknownToPool,
-          dirtyIdle
-        })
-      )
-    })
+    const abandon = CoreAudit.audit(pool, (error, report) =>
+      resume(error === undefined ? Effect.succeed(report!) : Effect.fail(Core.toSqlError(error)))
+    )
     return Effect.sync(abandon)
   })
 

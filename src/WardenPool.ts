@@ -8,6 +8,7 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import type * as CoreAudit from "./core/audit.js"
 import type { PoolSnapshot } from "./WardenError.js"
 
 /**
@@ -52,39 +53,23 @@ export interface PoolStats extends PoolSnapshot {
 }
 
 /**
- * A backend as the server reports it.
+ * A backend as the server reports it: `pid`, `state`, `query`.
  *
  * @since 0.1.0
  * @category models
  */
-export interface ServerBackend {
-  readonly pid: number
-  readonly state: string | null
-  readonly query: string
-}
+export type ServerBackend = CoreAudit.ServerBackend
 
 /**
- * The pool's view compared with the server's. `ok` is true when every backend the server
- * shows for the pool's `application_name` is one the pool holds, no session the pool
- * believes idle is in a transaction on the server, and nothing is left once the pool closed.
+ * The pool's view compared with the server's. `ok` is true when every backend the server shows for
+ * the pool's `application_name` is one the pool holds and no session the pool believes idle is in a
+ * transaction on the server; `unknownToPool` lists backends on the server the pool does not hold
+ * (leaked, or still being terminated), `dirtyIdle` sessions idle in the pool but busy on the server.
  *
  * @since 0.1.0
  * @category models
  */
-export interface AuditReport {
-  readonly ok: boolean
-  readonly applicationName: string
-  readonly server: ReadonlyArray<ServerBackend>
-  readonly pool: {
-    readonly idle: ReadonlyArray<number>
-    readonly leased: ReadonlyArray<number>
-    readonly releasing: ReadonlyArray<number>
-  }
-  /** On the server, not in the pool: leaked (or still being terminated). */
-  readonly unknownToPool: ReadonlyArray<ServerBackend>
-  /** Idle in the pool, but in a transaction or running a statement on the server. */
-  readonly dirtyIdle: ReadonlyArray<ServerBackend>
-}
+export type AuditReport = CoreAudit.AuditReport
 
 /**
  * @since 0.1.0

@@ -13,6 +13,7 @@ import pg from "pg"
 import { Admin } from "./support/admin.js"
 import "./support/context.js"
 import { findFreePort, type PrivateServer, startPrivateServer } from "./support/embedded.js"
+import { withUrl } from "./support/urls.js"
 
 const databaseUrl = inject("databaseUrl")
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
@@ -44,12 +45,6 @@ const cli = (args: ReadonlyArray<string>, options: { env?: Record<string, string
       resolve({ code, stdout, stderr, ms: Date.now() - started })
     })
   })
-
-const withUrl = (url: string, change: (parsed: URL) => void): string => {
-  const parsed = new URL(url)
-  change(parsed)
-  return parsed.toString()
-}
 
 const show = (run: Run) => `exit ${run.code}\n--- stdout ---\n${run.stdout}\n--- stderr ---\n${run.stderr}`
 

@@ -30,6 +30,7 @@ import * as WardenPool from "../src/WardenPool.js"
 import { type Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 import { findFreePort, type PrivateServer, startPrivateServer } from "./support/embedded.js"
+import { rejectsWrongPassword, withUrl } from "./support/urls.js"
 import {
   configFor,
   deadlines,
@@ -45,9 +46,6 @@ import {
 
 const url = inject("databaseUrl")
 
-/** Options being built now: typed loosely so this file compiles before they exist. */
-type Extra = Partial<WardenClient.WardenClientConfig> & Record<string, unknown>
-
 const token = (): string => randomBytes(4).toString("hex")
 
 /** `url` with query parameters added, each value percent-encoded (a space is `%20`). */
@@ -55,12 +53,6 @@ const withParams = (base: string, params: Record<string, string>): string =>
   `${base}${base.includes("?") ? "&" : "?"}${Object.entries(params)
     .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
     .join("&")}`
-
-const withUrl = (base: string, change: (parsed: URL) => void): string => {
-  const parsed = new URL(base)
-  change(parsed)
-  return parsed.toString()
-}
 
 interface Services {
   readonly sql: PgClient.PgClient
@@ -141,24 +133,6 @@ const showSafety = (sql: SqlClient.SqlClient) =>
 
 /** A private scram server (the shared one may trust every connection), started once, on first use. */
 let passwordServer: Promise<{ readonly server: PrivateServer; readonly url: string }> | undefined
-const rejectsWrongPassword = async (target: string): Promise<boolean> => {
-  const client = new pg.Client({
-    connectionString: withUrl(target, (u) => {
-      u.password = "definitely-wrong"
-    }),
-    application_name: uniqueAppName("auth-probe"),
-    connectionTimeoutMillis: 5_000
-  })
-  client.on("error", () => {})
-  try {
-    await client.connect()
-    return false
-  } catch (error) {
-    return (error as { code?: unknown }).code === "28P01"
-  } finally {
-    await client.end().catch(() => undefined)
-  }
-}
 /** A server that asks for passwords: the shared one when it does, otherwise a private one. */
 const serverAskingPasswords = (): Promise<{ readonly url: string }> => {
   passwordServer ??= (async () => {
@@ -195,8 +169,9 @@ describe("URL parameters merge with pg-warden's own", () => {
       )
       yield* scenario("param-safety", (app) =>
         Effect.gen(function* () {
-          const extra: Extra = { startupParameters: { idle_in_transaction_session_timeout: "5s" } }
-          const { sql } = yield* openWarden(configFor(url, app, extra))
+          const { sql } = yield* openWarden(
+            configFor(url, app, { startupParameters: { idle_in_transaction_session_timeout: "5s" } })
+          )
           expect(yield* showSafety(sql)).toEqual({ iit: "5s", ccci: "1s", st: "0" })
         })
       )
@@ -249,7 +224,7 @@ describe("URL parameters merge with pg-warden's own", () => {
   it.live("the same parameter with different values in the URL's options and in the config: InvalidConfig", () =>
     scenario("url-param-conflict", (app) =>
       Effect.gen(function* () {
-        const conflicts: ReadonlyArray<readonly [string, Extra]> = [
+        const conflicts: ReadonlyArray<readonly [string, Partial<WardenClient.WardenClientConfig>]> = [
           ["-c statement_timeout=4321", { statementTimeout: "3 seconds" }],
           ["-c work_mem=4MB", { startupParameters: { work_mem: "8MB" } }],
           ["-c lock_timeout=1s", { lockTimeout: "2 seconds" }]
@@ -264,7 +239,7 @@ describe("URL parameters merge with pg-warden's own", () => {
         const { sql } = yield* openWarden(
           configFor(withParams(url, { options: "-c work_mem=4MB" }), app, {
             startupParameters: { lock_timeout: "2s" }
-          } as Extra)
+          })
         )
         const [row] = yield* sql<{
           wm: string
@@ -558,25 +533,14 @@ describe("listen streams share one connection", () => {
   )
 })
 
-/** `WardenClient.fromPool` / `layerFromPool`, being built: typed here so this file compiles before they exist. */
-interface FromPoolOptions extends Extra {
-  readonly acquire: Effect.Effect<pg.Pool, SqlError, Scope.Scope>
+/** `WardenClient.fromPool` with its `Reactivity` provided. */
+const fromPool = (options: WardenClient.WardenClientFromPoolOptions) => {
+  expect(WardenClient.fromPool, "WardenClient.fromPool").toBeTypeOf("function")
+  return WardenClient.fromPool(options).pipe(Effect.provide(Reactivity.layer))
 }
-const fromPoolApi = WardenClient as unknown as {
-  readonly fromPool?: (
-    options: FromPoolOptions
-  ) => Effect.Effect<WardenClient.WardenClient, SqlError, Scope.Scope | Reactivity.Reactivity>
-  readonly layerFromPool?: (
-    options: FromPoolOptions
-  ) => Layer.Layer<PgClient.PgClient | SqlClient.SqlClient | WardenPool.WardenPool, SqlError>
-}
-const fromPool = (options: FromPoolOptions) => {
-  expect(fromPoolApi.fromPool, "WardenClient.fromPool").toBeTypeOf("function")
-  return fromPoolApi.fromPool!(options).pipe(Effect.provide(Reactivity.layer))
-}
-const layerFromPool = (options: FromPoolOptions) => {
-  expect(fromPoolApi.layerFromPool, "WardenClient.layerFromPool").toBeTypeOf("function")
-  return fromPoolApi.layerFromPool!(options)
+const layerFromPool = (options: WardenClient.WardenClientFromPoolOptions) => {
+  expect(WardenClient.layerFromPool, "WardenClient.layerFromPool").toBeTypeOf("function")
+  return WardenClient.layerFromPool(options)
 }
 
 /** A `pg.Pool` the caller owns (ended when the scope closes); `created` is filled by `acquire`. */

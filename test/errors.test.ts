@@ -9,12 +9,12 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import pg from "pg"
 import * as WardenClient from "../src/WardenClient.js"
 import * as WardenError from "../src/WardenError.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 import { findFreePort, type PrivateServer } from "./support/embedded.js"
+import { rejectsWrongPassword, withUrl } from "./support/urls.js"
 import {
   backendPid,
   configFor as configForUrl,
@@ -41,32 +41,6 @@ const clientOf = (config: WardenClient.WardenClientConfig): Effect.Effect<SqlCli
 /** Builds (and closes) the Layer; the build must fail with a typed `SqlError`, which is returned. */
 const buildFailure = (config: WardenClient.WardenClientConfig): Effect.Effect<SqlError> =>
   Effect.map(Effect.exit(Effect.scoped(clientOf(config))), expectSqlError)
-
-const withUrl = (url: string, change: (parsed: URL) => void): string => {
-  const parsed = new URL(url)
-  change(parsed)
-  return parsed.toString()
-}
-
-/** True when the server at `url` rejects a wrong password (false when it trusts everyone). */
-const rejectsWrongPassword = async (url: string): Promise<boolean> => {
-  const client = new pg.Client({
-    connectionString: withUrl(url, (u) => {
-      u.password = "definitely-wrong"
-    }),
-    application_name: uniqueAppName("auth-probe"),
-    connectionTimeoutMillis: 5_000
-  })
-  client.on("error", () => {})
-  try {
-    await client.connect()
-    return false
-  } catch (error) {
-    return (error as { code?: unknown }).code === "28P01"
-  } finally {
-    await client.end().catch(() => undefined)
-  }
-}
 
 describe("typed errors", () => {
   let admin: Admin

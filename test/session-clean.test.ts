@@ -38,27 +38,21 @@ import {
 
 const url = inject("databaseUrl")
 
-/** Options being built now (`sessionReset`, `resetTimeout`, `onConnect`, ...): typed loosely so this file compiles. */
-type Extra = Partial<WardenClient.WardenClientConfig> & Record<string, unknown>
-
-/** `configFor` with options that may not exist on `WardenClientConfig` yet. */
-const configWith = (app: string, extra: Extra): WardenClient.WardenClientConfig => configFor(url, app, extra)
-
 /** Lower-case hex, safe inside identifiers. */
 const token = (): string => randomBytes(4).toString("hex")
 
-/** `counters.reset` of the pool (a release outcome being added). */
+/** `counters.reset` of the pool (leases whose session was reset), asserting the stats report it. */
 const resetsOf = (stats: WardenPool.PoolStats): number => {
-  const reset = (stats.counters as unknown as { readonly reset?: unknown }).reset
+  const reset = stats.counters.reset
   expect(reset, "pool.stats.counters.reset (release outcome `reset`) is missing").toBeTypeOf("number")
-  return reset as number
+  return reset
 }
 
 const resets = (pool: WardenPool.WardenPool): Effect.Effect<number> => Effect.map(pool.stats, resetsOf)
 
-/** `counters.reset` without asserting it exists, for a "before" value: the behaviour is checked first. */
+/** `counters.reset` without an assertion, for a "before" value: the behaviour is checked first. */
 const resetsRaw = (pool: WardenPool.WardenPool): Effect.Effect<number> =>
-  Effect.map(pool.stats, (stats) => Number((stats.counters as unknown as { readonly reset?: unknown }).reset ?? 0))
+  Effect.map(pool.stats, (stats) => stats.counters.reset)
 
 /**
  * Runs `body` with a fresh application name and an admin session: `body`'s own scope (the pool)
@@ -345,7 +339,7 @@ describe("C8 session-clean: when to reset, and what the baseline is", () => {
   it.live('sessionReset: "always" resets after every lease, also a plain select', () =>
     scenario("c8-always", (app) =>
       Effect.gen(function* () {
-        const { sql, pool } = yield* open(configWith(app, { maxConnections: 1, sessionReset: "always" }))
+        const { sql, pool } = yield* open(configFor(url, app, { maxConnections: 1, sessionReset: "always" }))
         const pid = yield* backendPid(sql)
         const before = yield* resets(pool)
         for (let i = 0; i < 3; i++) yield* sql`select 1 as one`
@@ -358,13 +352,13 @@ describe("C8 session-clean: when to reset, and what the baseline is", () => {
 
   it("cleanupBound adds resetTimeout: 4.5 s with the defaults", () => {
     expect(Duration.toMillis(WardenClient.cleanupBound({}))).toBe(4_500)
-    expect(Duration.toMillis(WardenClient.cleanupBound({ ...deadlines, resetTimeout: 200 } as Extra))).toBe(1_400)
+    expect(Duration.toMillis(WardenClient.cleanupBound({ ...deadlines, resetTimeout: 200 }))).toBe(1_400)
   })
 
   it.live("a reset that cannot complete (frozen backend) terminates the session, within the cleanup bound", () =>
     scenario("c8-frozen", (app, admin) =>
       Effect.gen(function* () {
-        const config = configWith(app, { maxConnections: 1, resetTimeout: 300 })
+        const config = configFor(url, app, { maxConnections: 1, resetTimeout: 300 })
         const bound = Duration.toMillis(WardenClient.cleanupBound(config)) + MARGIN_MS
         const { sql, pool } = yield* open(config)
         const pid = yield* backendPid(sql)
@@ -430,7 +424,7 @@ describe("C8 session-clean: onConnect and startup settings are the baseline", ()
       Effect.gen(function* () {
         const onConnect = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError> =>
           Effect.asVoid(Effect.zipRight(sql`set search_path to pg_catalog, public`, sql`set statement_timeout = 7777`))
-        const { sql, pool } = yield* open(configWith(app, { maxConnections: 1, onConnect }))
+        const { sql, pool } = yield* open(configFor(url, app, { maxConnections: 1, onConnect }))
         const pooled: Exec = (text) => sql.unsafe(text)
         const baseline = { search_path: "pg_catalog, public", statement_timeout: "7777ms" }
         expect(yield* hookSettings(pooled), "the hook ran before the first statement").toEqual(baseline)
@@ -465,7 +459,7 @@ describe("C8 session-clean: onConnect and startup settings are the baseline", ()
             const [{ pid }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
             hookPids.push(pid)
           })
-        const { sql } = yield* open(configWith(app, { maxConnections: 2, onConnect }))
+        const { sql } = yield* open(configFor(url, app, { maxConnections: 2, onConnect }))
         const seen = yield* Effect.scoped(
           Effect.gen(function* () {
             const a = yield* sql.reserve
@@ -500,7 +494,7 @@ describe("C8 session-clean: onConnect and startup settings are the baseline", ()
           )
         // The Layer build connects once (like PgClient): the failure may come from the build or the first statement.
         const exit = yield* Effect.exit(
-          Effect.scoped(Effect.flatMap(open(configWith(app, { onConnect })), ({ sql }) => sql`select 1 as one`))
+          Effect.scoped(Effect.flatMap(open(configFor(url, app, { onConnect })), ({ sql }) => sql`select 1 as one`))
         )
         const error = expectSqlError(exit)
         expect(calls, "the hook ran").toBeGreaterThanOrEqual(1)
@@ -518,7 +512,7 @@ describe("C8 session-clean: onConnect and startup settings are the baseline", ()
         const started = Date.now()
         const exit = yield* Effect.exit(
           Effect.scoped(
-            Effect.flatMap(open(configWith(app, { onConnect, connectTimeout: 1_000 })), ({ sql }) => sql`select 1`)
+            Effect.flatMap(open(configFor(url, app, { onConnect, connectTimeout: 1_000 })), ({ sql }) => sql`select 1`)
           )
         )
         const elapsed = Date.now() - started
@@ -533,7 +527,7 @@ describe("C8 session-clean: onConnect and startup settings are the baseline", ()
     scenario("c8-startup", (app) =>
       Effect.gen(function* () {
         const { sql, pool } = yield* open(
-          configWith(app, {
+          configFor(url, app, {
             maxConnections: 1,
             statementTimeout: "3 seconds",
             lockTimeout: "2 seconds",

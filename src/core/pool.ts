@@ -172,6 +172,11 @@ export class Pool<S extends Member = Session> {
     }
   }
 
+  /** The snapshot with every counter, and whether the pool is closed. */
+  stats(): PoolSnapshot & { readonly counters: PoolCounters; readonly closed: boolean } {
+    return { ...this.snapshot(), counters: { ...this.counters }, closed: this.closed }
+  }
+
   /** Backend PIDs of every session the pool holds, by state. */
   pids(): {
     readonly idle: ReadonlyArray<number>
