@@ -132,6 +132,42 @@ const BASELINE_SQL =
  */
 export type ReleaseOutcome = "reused" | "rolledBack" | "reset" | "cancelled" | "closed" | "terminated"
 
+/** What the release protocol knows about a session when it chooses its next step. */
+export interface ReleaseFacts {
+  /** The socket broke or ended. */
+  readonly lost: boolean
+  /** A cancel was sent whose effect is not confirmed: it may still land on a later statement. */
+  readonly cancelUnconfirmed: boolean
+  /** A statement of ours has not completed. */
+  readonly inFlight: boolean
+  /** Nothing in flight and the server's last message was ReadyForQuery. */
+  readonly settled: boolean
+  /** The transaction status of the last ReadyForQuery. */
+  readonly transaction: "I" | "T" | "E" | null
+  /** A statement of the lease may have changed session state (C8). */
+  readonly stateDirty: boolean
+  /** The pool wants the session back (it is not closing, the lease was not revoked, its lifetime is not over). */
+  readonly keep: boolean
+}
+
+/** One step of the release protocol (docs/DESIGN.md §3). */
+export type ReleaseStep = "terminate" | "cancel" | "drain" | "rollback" | "reset" | "keep" | "close"
+
+/**
+ * The release protocol's one decision, pure: from the facts, the next step. A session is kept only
+ * when nothing is lost, unconfirmed, in flight, unsettled, open or dirty; whatever cannot be
+ * brought there is terminated.
+ */
+export const nextStep = (facts: ReleaseFacts): ReleaseStep => {
+  if (facts.lost || facts.cancelUnconfirmed) return "terminate"
+  if (facts.inFlight) return "cancel"
+  if (!facts.settled) return "drain"
+  if (facts.transaction === "T" || facts.transaction === "E") return "rollback"
+  if (facts.transaction !== "I") return "terminate"
+  if (facts.stateDirty && facts.keep) return "reset"
+  return facts.keep ? "keep" : "close"
+}
+
 /** What a statement needs: text, parameters, and optionally array rows. */
 export type StatementConfig = Pg.QueryConfig | Pg.QueryArrayConfig
 
@@ -804,43 +840,66 @@ export class Session {
     return this.releasing
   }
 
+  /** What the release protocol decides from, read off the session now. */
+  facts(keep: boolean): ReleaseFacts {
+    return {
+      lost: this.lost !== undefined,
+      cancelUnconfirmed: this.cancelUnconfirmed,
+      inFlight: this.inFlight.length > 0,
+      settled: this.settled,
+      transaction: this.transactionStatus,
+      stateDirty: this.stateDirty,
+      keep
+    }
+  }
+
+  /**
+   * Runs the steps `nextStep` chooses until the session is kept, closed or terminated. Each step
+   * runs at most once: one that is chosen again did not achieve what it was for, and the session is
+   * terminated.
+   */
   private async runRelease(keep: () => boolean): Promise<ReleaseOutcome> {
     this.beginPending = false
     let outcome: ReleaseOutcome = "reused"
+    const done = new Set<ReleaseStep>()
     try {
-      if (this.lost !== undefined) return await this.terminated()
-      // 1. Statement in flight: drop what pg has not sent yet, cancel the rest, wait for it to settle.
+      // What pg has not sent yet is dropped (its fibers get an error), whatever happens next.
       this.dropQueued()
-      if (this.inFlight.length > 0) {
-        if (!(await this.cancelInFlight())) return await this.terminated()
-        outcome = "cancelled"
-      } else if (!this.settled && !(await this.whenSettled(this.config.deadlines.drain))) {
-        return await this.terminated()
-      }
-      if (this.cancelUnconfirmed) return await this.terminated()
-      if (this.cancelledDuringLease) outcome = "cancelled"
-      // 2. Transaction open (also a raw BEGIN outside withTransaction): roll it back.
-      const status = this.transactionStatus
-      if (status === "T" || status === "E") {
-        if (!(await this.rollback())) return await this.terminated()
-        if (outcome === "reused") outcome = "rolledBack"
-      }
-      // 3. Session state the lease may have changed (C8): back to the baseline. A session that is
-      // closed anyway needs no reset.
-      if (this.stateDirty) {
-        if (!keep()) {
-          this.stateDirty = false
-        } else {
-          if (!(await this.reset())) return await this.terminated()
-          if (outcome !== "cancelled") outcome = "reset"
+      for (;;) {
+        const step = nextStep(this.facts(keep()))
+        if (done.has(step)) return await this.terminated()
+        done.add(step)
+        switch (step) {
+          case "terminate":
+            return await this.terminated()
+          case "cancel":
+            if (!(await this.cancelInFlight())) return await this.terminated()
+            outcome = "cancelled"
+            break
+          case "drain":
+            if (!(await this.whenSettled(this.config.deadlines.drain))) return await this.terminated()
+            break
+          case "rollback":
+            if (!(await this.rollback())) return await this.terminated()
+            if (outcome === "reused") outcome = "rolledBack"
+            break
+          case "reset":
+            if (!(await this.reset())) return await this.terminated()
+            if (outcome !== "cancelled") outcome = "reset"
+            break
+          case "keep": {
+            const cancelled = this.cancelledDuringLease
+            this.cancelledDuringLease = false
+            return cancelled ? "cancelled" : outcome
+          }
+          case "close":
+            // Closed anyway: its session state goes with it, no reset needed.
+            this.stateDirty = false
+            this.cancelledDuringLease = false
+            await this.close()
+            return "closed"
         }
       }
-      // 4. Verified clean: keep it, or close it gracefully.
-      if (!this.clean) return await this.terminated()
-      this.cancelledDuringLease = false
-      if (keep()) return outcome
-      await this.close()
-      return "closed"
     } catch {
       return await this.terminated()
     }
