@@ -22,7 +22,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
-import { type Member, Pool as WardenPool } from "../src/core/pool.js"
+import { type Member, type Place, Pool as WardenPool } from "../src/core/pool.js"
 import type { ReleaseOutcome } from "../src/core/session.js"
 import { WardenClient } from "../src/index.js"
 import * as Core from "../src/internal/effect.js"
@@ -73,6 +73,7 @@ const scoped = async <A, E>(
 
 /** A pool member with nothing behind it: always clean, released as is. */
 class StubMember implements Member {
+  place: Place = "new"
   lost: unknown = undefined
   revoked: string | undefined = undefined
   expiresAt = Number.POSITIVE_INFINITY

@@ -7,13 +7,14 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import { type Member, Pool, type PoolConfig } from "../src/core/pool.js"
+import { type Member, type Place, Pool, type PoolConfig } from "../src/core/pool.js"
 import type { ReleaseOutcome } from "../src/core/session.js"
 import * as Core from "../src/internal/effect.js"
 import * as WardenError from "../src/WardenError.js"
 
 /** A member with nothing behind it; what the pool does to it is recorded. */
 class Stub implements Member {
+  place: Place = "new"
   lost: unknown = undefined
   revoked: string | undefined = undefined
   expiresAt = Number.POSITIVE_INFINITY
@@ -190,6 +191,22 @@ describe("pool over stub members", () => {
       expect(members).toHaveLength(2)
       yield* Core.release(pool, second)
       yield* Effect.promise(() => pool.close())
+    })
+  )
+
+  it.live("a move the state machine does not allow fails loudly (a pg-warden bug, never silently)", () =>
+    Effect.gen(function* () {
+      const { pool } = makePool({ maxConnections: 1 })
+      const member = yield* lease(pool)
+      expect(member.place).toBe("leased")
+      yield* Core.release(pool, member)
+      expect(member.place).toBe("idle")
+      expect(() => pool.move(member, "releasing")).toThrow(/cannot move from idle to releasing/)
+      expect(member.place).toBe("idle")
+      expect(pool.snapshot()).toMatchObject({ idle: 1, inUse: 0, releasing: 0 })
+      yield* Effect.promise(() => pool.close())
+      expect(member.place).toBe("gone")
+      expect(() => pool.move(member, "idle")).toThrow(/cannot move from gone to idle/)
     })
   )
 

@@ -18,7 +18,29 @@ import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type S
  * What the pool needs of a session. `Session` is the real one; the pool-overhead benchmark
  * runs the same pool over stub members, with no database.
  */
+/**
+ * Where a member is in its pool. `new`: connected, not yet placed; `idle`: on the free list;
+ * `leased`: one borrower's; `releasing`: in the release protocol; `dedicated`: outside the pool's
+ * count (LISTEN); `gone`: closed or being terminated, never placed again.
+ */
+export type Place = "new" | "idle" | "leased" | "releasing" | "dedicated" | "gone"
+
+/**
+ * The legal moves. `leased → leased` is the direct hand-off of a released session to the oldest
+ * waiter; `releasing → leased` the same after the release protocol.
+ */
+const MOVES: Readonly<Record<Place, ReadonlyArray<Place>>> = {
+  new: ["idle", "leased", "dedicated", "gone"],
+  idle: ["leased", "gone"],
+  leased: ["idle", "leased", "releasing", "gone"],
+  releasing: ["idle", "leased", "gone"],
+  dedicated: ["gone"],
+  gone: []
+}
+
 export interface Member {
+  /** Changed only by `Pool.move`. */
+  place: Place
   lost: unknown
   revoked: string | undefined
   expiresAt: number
@@ -150,6 +172,53 @@ export class Pool<S extends Member = Session> {
   }
 
   // ---------------------------------------------------------------------------
+  // The one place a member changes place (and container)
+
+  /**
+   * Moves a member, keeping the containers in step with `member.place`. A move `MOVES` does not
+   * allow is a bug in pg-warden, and fails loudly.
+   */
+  move(member: S, to: Place): void {
+    const from = member.place
+    if (!MOVES[from].includes(to)) {
+      throw new Error(`pg-warden bug: a session (backend ${member.pid}) cannot move from ${from} to ${to}`)
+    }
+    switch (from) {
+      case "idle": {
+        const last = this.idle.length - 1
+        if (this.idle[last] === member) this.idle.pop()
+        else this.idle.splice(this.idle.indexOf(member), 1)
+        break
+      }
+      case "leased":
+        this.leased.delete(member)
+        break
+      case "releasing":
+        this.releasing.delete(member)
+        break
+      case "dedicated":
+        this.dedicated.delete(member)
+        break
+    }
+    switch (to) {
+      case "idle":
+        member.idleSince = Date.now()
+        this.idle.push(member)
+        break
+      case "leased":
+        this.leased.add(member)
+        break
+      case "releasing":
+        this.releasing.add(member)
+        break
+      case "dedicated":
+        this.dedicated.add(member)
+        break
+    }
+    member.place = to
+  }
+
+  // ---------------------------------------------------------------------------
   // Introspection
 
   get waiting(): number {
@@ -237,12 +306,12 @@ export class Pool<S extends Member = Session> {
   takeIdle(): S | undefined {
     const now = Date.now()
     while (this.idle.length > 0) {
-      const session = this.idle.pop()!
+      const session = this.idle[this.idle.length - 1]!
       if (session.lost !== undefined || session.expiresAt <= now || !session.clean) {
         this.retire(session, session.expiresAt <= now ? "expired" : "lost")
         continue
       }
-      this.leased.add(session)
+      this.move(session, "leased")
       this.counters.acquired++
       return session
     }
@@ -256,10 +325,8 @@ export class Pool<S extends Member = Session> {
       this.counters.waitersInterrupted++
     } else if (waiter.state === "served") {
       waiter.state = "returned"
-      const session = waiter.session!
-      this.leased.delete(session)
       this.counters.acquired--
-      this.checkIn(session)
+      this.checkIn(waiter.session!)
     }
   }
 
@@ -346,13 +413,12 @@ export class Pool<S extends Member = Session> {
     if (waiter !== undefined) {
       waiter.state = "served"
       waiter.session = session
-      this.leased.add(session)
+      this.move(session, "leased")
       this.counters.acquired++
       waiter.serve?.(session)
       return
     }
-    session.idleSince = Date.now()
-    this.idle.push(session)
+    this.move(session, "idle")
   }
 
   /** Opens connections for waiters that no pending connection will serve, up to the maximum. */
@@ -423,7 +489,7 @@ export class Pool<S extends Member = Session> {
   /** The fast path: a verifiably clean session goes straight back to the next waiter or the free list. */
   releaseClean(session: S): boolean {
     if (this.closed || !session.clean || session.revoked !== undefined || session.expiresAt <= Date.now()) return false
-    if (!this.leased.delete(session)) return false
+    if (session.place !== "leased") return false
     session.beginPending = false
     if (session.cancelledDuringLease) {
       session.cancelledDuringLease = false
@@ -437,24 +503,20 @@ export class Pool<S extends Member = Session> {
 
   /** The release protocol, tracked so that shutdown waits for it. */
   releaseDirty(session: S): Promise<void> {
-    if (!this.leased.delete(session)) return Promise.resolve() // already taken back by shutdown
+    if (session.place !== "leased") return Promise.resolve() // already taken back by shutdown
+    this.move(session, "releasing")
     return this.track(this.runRelease(session))
   }
 
   private async runRelease(session: S): Promise<void> {
-    this.releasing.add(session)
-    let outcome: ReleaseOutcome
-    try {
-      outcome = await this.bounded(
-        session.release(() => !this.closed && session.revoked === undefined && session.expiresAt > Date.now()),
-        [session],
-        "terminated" as const
-      )
-    } finally {
-      this.releasing.delete(session)
-    }
+    const outcome = await this.bounded(
+      session.release(() => !this.closed && session.revoked === undefined && session.expiresAt > Date.now()),
+      [session],
+      "terminated" as const
+    )
     this.count(outcome)
     if (outcome === "closed" || outcome === "terminated") {
+      this.move(session, "gone")
       this.grow()
     } else {
       this.checkIn(session)
@@ -494,15 +556,15 @@ export class Pool<S extends Member = Session> {
 
   /** An idle session whose socket broke (server restart, admin kill): drop it. */
   private onLost(session: S): void {
-    const index = this.idle.indexOf(session)
-    if (index < 0) return
-    this.idle.splice(index, 1)
+    if (session.place !== "idle") return
+    this.move(session, "gone")
     this.counters.lostWhileIdle++
     this.track(session.terminate())
     this.grow()
   }
 
   private retire(session: S, why: "expired" | "idle" | "lost" | "closing"): void {
+    this.move(session, "gone")
     if (why === "expired") this.counters.retiredExpired++
     if (why === "idle") this.counters.retiredIdle++
     if (why === "lost") this.counters.lostWhileIdle++
@@ -523,10 +585,7 @@ export class Pool<S extends Member = Session> {
       const session = this.idle[i]!
       const expired = session.expiresAt <= now
       const idleTooLong = now - session.idleSince > this.config.idleTimeoutMs && this.total > this.config.minConnections
-      if (expired || idleTooLong) {
-        this.idle.splice(i, 1)
-        this.retire(session, expired ? "expired" : "idle")
-      }
+      if (expired || idleTooLong) this.retire(session, expired ? "expired" : "idle")
     }
     while (this.total < this.config.minConnections) this.spawnConnect()
     this.grow()
@@ -551,10 +610,11 @@ export class Pool<S extends Member = Session> {
       if (error !== undefined || session === undefined) {
         onDone(connectError(error, config.connectTimeoutMs))
       } else if (this.closed) {
+        this.move(session, "gone")
         this.track(session.terminate())
         onDone(this.closedError())
       } else {
-        this.dedicated.add(session)
+        this.move(session, "dedicated")
         onDone(undefined, session)
       }
     })
@@ -563,7 +623,7 @@ export class Pool<S extends Member = Session> {
   }
 
   closeDedicated(session: S): Promise<void> {
-    this.dedicated.delete(session)
+    if (session.place === "dedicated") this.move(session, "gone")
     session.onLost = undefined
     return this.bounded(
       session.lost === undefined && session.settled ? session.close() : session.terminate(),
@@ -591,10 +651,15 @@ export class Pool<S extends Member = Session> {
     }
     for (const abort of [...this.connectAborts]) abort()
     const dedicated = [...this.dedicated]
-    for (const session of dedicated) this.track(session.terminate())
-    this.dedicated.clear()
-    const idle = this.idle.splice(0)
-    for (const session of idle) this.track(session.close())
+    for (const session of dedicated) {
+      this.move(session, "gone")
+      this.track(session.terminate())
+    }
+    const idle = [...this.idle]
+    for (const session of idle) {
+      this.move(session, "gone")
+      this.track(session.close())
+    }
     const leased = [...this.leased]
     for (const session of leased) {
       session.revoked = "PoolClosed: the pool was closed while this connection was in use"

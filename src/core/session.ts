@@ -23,6 +23,7 @@ import {
   unqueue
 } from "./driver.js"
 import { CoreError } from "./errors.js"
+import type { Place } from "./pool.js"
 import {
   type CancelOutcome,
   destroyClient,
@@ -250,6 +251,8 @@ function trackedDone(this: TrackedQuery, error: unknown, result: unknown): void 
 }
 
 export class Session {
+  /** Where the session is in its pool; changed only by `Pool.move`. */
+  place: Place = "new"
   readonly client: Pg.Client
   readonly config: SessionConfig
   endpoint: Endpoint
