@@ -351,7 +351,7 @@ const cursorStream = (
       yield* Core.run(session, { text: "BEGIN" }, () => undefined)
     }
     const cursor = new Cursor(sql, params as Array<unknown>)
-    const tracked = session.track(cursor)
+    const tracked = session.sendTracked(cursor)
     let finished = false
     yield* Effect.addFinalizer(() =>
       finished
@@ -370,7 +370,6 @@ const cursorStream = (
             }
           })
     )
-    session.client.query(cursor as unknown as Pg.Submittable)
     const pull = Effect.async<Chunk.Chunk<any>, Option.Option<SqlError>>((resume) => {
       cursor.read(CURSOR_BATCH, (error: Error | undefined, rows: Array<any>) => {
         if (error) {

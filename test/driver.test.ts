@@ -7,18 +7,16 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vites
 import pg from "pg"
 import { WithClose } from "../src/core/begin.js"
 import {
-  activeQuery,
   backendKey,
   checkDriver,
   destroySocket,
   driverProblems,
   forgetParsed,
-  isQueued,
   isReadyForQuery,
   onReadyForQuery,
-  transactionStatus,
-  unqueue
+  transactionStatus
 } from "../src/core/driver.js"
+import { Session, type SessionConfig } from "../src/core/session.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 
@@ -78,25 +76,54 @@ describe("the pg internals pg-warden relies on", () => {
     await client.end()
   })
 
-  it("one statement at a time: the one on the wire is active, the next waits in the queue and can be taken back", async () => {
+  it("pg is not ready while a statement runs and ready again at its ReadyForQuery", async () => {
     const client = await connect()
-    const sleeping = submit(client, { text: "select pg_sleep(0.3) as slept" })
-    const queued = submit(client, { text: "select 'never sent' as marker" })
-    expect(activeQuery(client)).toBe(sleeping.query)
-    expect(isQueued(client, queued.query)).toBe(true)
-    expect(isReadyForQuery(client)).toBe(false)
-    expect(unqueue(client, queued.query)).toBe(true)
-    expect(unqueue(client, sleeping.query)).toBe(false)
-    await sleeping.outcome
-    // The taken-back statement never reached the server: its callback never fires.
-    const raced = await Promise.race([
-      queued.outcome,
-      new Promise((resolve) => setTimeout(() => resolve("silent"), 200))
-    ])
-    expect(raced).toBe("silent")
     expect(isReadyForQuery(client)).toBe(true)
-    expect(activeQuery(client) ?? null).toBe(null)
+    const sleeping = submit(client, { text: "select pg_sleep(0.2) as slept" })
+    expect(isReadyForQuery(client)).toBe(false)
+    await sleeping.outcome
+    expect(isReadyForQuery(client)).toBe(true)
     await client.end()
+  })
+
+  it("a session hands pg one statement at a time: pg's own (deprecated) queue is never used", async () => {
+    const config: SessionConfig = {
+      client: { connectionString: url },
+      applicationName: app,
+      connectTimeoutMs: 5_000,
+      deadlines: { cancel: 500, drain: 500, rollback: 500, reset: 500, terminate: 500 },
+      startupParameters: [],
+      statementCacheSize: 16,
+      cancelProbe: true,
+      alwaysReset: false
+    }
+    const session = await new Promise<Session>((resolve, reject) =>
+      Session.connect(config, (error, session) => (error ? reject(error) : resolve(session!)))
+    )
+    const client = session.client as unknown as { _queryQueue: Array<unknown>; query: (...args: Array<any>) => any }
+    const seen: Array<{ queued: number; ready: boolean }> = []
+    const query = client.query.bind(client)
+    client.query = (...args: Array<any>) => {
+      seen.push({ queued: client._queryQueue.length, ready: isReadyForQuery(session.client) })
+      return query(...args)
+    }
+    // Ten statements at once (as Effect.all inside a transaction sends them), one of them failing.
+    const outcomes = await Promise.all(
+      Array.from(
+        { length: 10 },
+        (_, i) =>
+          new Promise<unknown>((resolve) =>
+            session.submit(
+              { text: i === 4 ? "select 1/0 as n" : "select $1::int as n", values: i === 4 ? [] : [i] },
+              (error, result: any) => resolve(error ? (error as { code?: string }).code : result.rows[0].n)
+            )
+          )
+      )
+    )
+    expect(outcomes).toEqual([0, 1, 2, 3, "22012", 5, 6, 7, 8, 9])
+    expect(seen).toHaveLength(10)
+    expect(seen.every((s) => s.queued === 0 && s.ready)).toBe(true)
+    await session.close()
   })
 
   it("ReadyForQuery is reported for every statement, with the transaction status", async () => {

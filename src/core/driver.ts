@@ -1,8 +1,8 @@
 /**
  * The one door to `pg`'s internals. pg-warden tracks what the server is doing with a session more
- * closely than `pg`'s public API tells: which statement is on the wire, whether ReadyForQuery came,
- * the transaction status, which names are prepared, and it takes unsent statements back out of
- * `pg`'s queue. Every such use of a private field is here, `checkDriver` verifies at start-up that
+ * closely than `pg`'s public API tells: whether ReadyForQuery came (so it hands `pg` the next
+ * statement only then, and `pg`'s own queue stays empty), the transaction status, which names are
+ * prepared. Every such use of a private field is here, `checkDriver` verifies at start-up that
  * the installed `pg` still has them (a clear error instead of a wrong guess), and
  * `test/driver.test.ts` pins down the behaviours behind them against a real server. `pg` is pinned
  * to `~8.23` for this reason.
@@ -28,10 +28,6 @@ export interface Wire {
 /** The private parts of `pg.Client` pg-warden relies on. */
 interface ClientInternals {
   readonly readyForQuery: boolean
-  /** Statements not yet sent (pg sends one at a time, after the previous one's ReadyForQuery). */
-  readonly _queryQueue: Array<object>
-  /** The statement on the wire. */
-  readonly _activeQuery: object | null | undefined
   readonly connection: Wire
   /** Type parsers of the client, which pg copies onto each Query it creates itself. */
   readonly _types: unknown
@@ -58,21 +54,6 @@ export const onReadyForQuery = (client: Pg.Client, listener: () => void): void =
 export const isReadyForQuery = (client: Pg.Client): boolean => internals(client).readyForQuery === true
 
 export const transactionStatus = (client: Pg.Client): "I" | "T" | "E" | null => internals(client).getTransactionStatus()
-
-/** The statement (submittable) on the wire, if any. */
-export const activeQuery = (client: Pg.Client): object | null | undefined => internals(client)._activeQuery
-
-/** Whether `query` is still in pg's queue, not sent. */
-export const isQueued = (client: Pg.Client, query: object): boolean => internals(client)._queryQueue.includes(query)
-
-/** Takes a statement that pg has not sent yet out of its queue. False when it was sent already. */
-export const unqueue = (client: Pg.Client, query: object): boolean => {
-  const queue = internals(client)._queryQueue
-  const index = queue.indexOf(query)
-  if (index < 0) return false
-  queue.splice(index, 1)
-  return true
-}
 
 /** The client's type parsers, for a submittable that wraps a Query pg did not create itself. */
 export const typeParsers = (client: Pg.Client): unknown => internals(client)._types
@@ -111,10 +92,7 @@ export const checkDriver = (): string => {
 export const driverProblems = (): string => {
   const missing: Array<string> = []
   const client = new Pg.Client({ host: "127.0.0.1", port: 1 }) as unknown as Record<string, unknown>
-  if (!Array.isArray(client._queryQueue)) missing.push("Client._queryQueue")
   // `readyForQuery` exists only once a client has connected: test/driver.test.ts covers it.
-  if (typeof client._pulseQueryQueue !== "function") missing.push("Client._pulseQueryQueue()")
-  if (!("_activeQuery" in client)) missing.push("Client._activeQuery")
   if (client._types === undefined) missing.push("Client._types")
   if (typeof client.getTransactionStatus !== "function") missing.push("Client.getTransactionStatus()")
   const connection = client.connection as Record<string, unknown> | undefined

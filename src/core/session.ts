@@ -12,15 +12,13 @@ import { canCarryBegin, type InnerQuery, WithBegin, WithClose } from "./begin.js
 import { classify, DIRTIES, DROPS_PREPARED, EXPANDS_STAR, RETURNS_ROWS } from "./classify.js"
 import type { CancelChannel } from "./control.js"
 import {
-  activeQuery,
   backendKey,
   forgetAllParsed,
   forgetParsed,
   isReadyForQuery,
   onReadyForQuery,
   transactionStatus,
-  typeParsers,
-  unqueue
+  typeParsers
 } from "./driver.js"
 import { CoreError } from "./errors.js"
 import type { Place } from "./pool.js"
@@ -177,7 +175,7 @@ export interface InFlight {
   query: object
   done: boolean
   error: unknown
-  /** Completes the statement with an error, for one pg never sent (it is dropped from pg's queue). */
+  /** Completes the statement with an error, for one never sent (taken out of the session's queue). */
   fail: ((error: unknown) => void) | undefined
 }
 
@@ -279,7 +277,12 @@ export class Session {
   unresponsive = false
   /** Called once when the session becomes unusable (socket error or end). */
   onLost: ((session: Session) => void) | undefined = undefined
+  /** Every statement of ours that has not completed: queued or on the wire. */
   private readonly inFlight: Array<InFlight> = []
+  /** Statements not handed to pg yet, in order. */
+  private readonly queue: Array<InFlight> = []
+  /** The statement pg has, if any. */
+  private onWire: InFlight | undefined = undefined
   /**
    * A transaction was opened lazily: BEGIN travels with the next statement (see begin.ts).
    * Reset at the end of every lease.
@@ -361,7 +364,10 @@ export class Session {
         session.pid = key.pid
         session.secretKey = key.secretKey
         session.endpoint = { host: client.host, port: client.port }
-        onReadyForQuery(client, () => session.notifySettled())
+        onReadyForQuery(client, () => {
+          session.notifySettled()
+          session.pump()
+        })
         if (config.cancelChannel === undefined) return prepareSession()
         client.query("SELECT pg_backend_pid() AS pid", (error: unknown, result: Pg.QueryResult) => {
           session.pidVerified = !error && Number(result.rows[0]?.pid) === session.pid
@@ -414,6 +420,11 @@ export class Session {
   markLost(error: unknown): void {
     if (this.lost !== undefined) return
     this.lost = error
+    // pg fails what it has; what is still in the session's own queue never will be sent.
+    for (const record of this.queue.splice(0)) {
+      if (record.fail !== undefined) record.fail(error)
+      else this.finishTracked(record, error)
+    }
     this.notifySettled()
     this.onLost?.(this)
   }
@@ -512,26 +523,55 @@ export class Session {
     return kind
   }
 
-  /** Hands a statement to pg, behind BEGIN (one Sync group) when the transaction starts with it. */
-  private send(record: TrackedQuery, begin: boolean, prefix?: "close"): void {
+  /**
+   * Queues a statement for the wire, behind BEGIN (one Sync group) when the transaction starts with
+   * it, or behind a Close when it is prepared again. `owner` is the record its caller holds.
+   */
+  private send(record: TrackedQuery, begin: boolean, prefix?: "close", owner: InFlight = record): void {
     if (begin && record.queryMode === "extended") {
       // pg sets the type parsers on the object it is given; here that is the wrapper.
       record._result._types ??= typeParsers(this.client)
-      const wrapped = new WithBegin(record as unknown as InnerQuery)
-      record.query = wrapped
-      this.client.query(wrapped as unknown as Pg.Submittable)
+      owner.query = new WithBegin(record as unknown as InnerQuery)
     } else if (prefix === "close") {
       record._result._types ??= typeParsers(this.client)
-      const wrapped = new WithClose(record as unknown as InnerQuery)
-      record.query = wrapped
-      this.client.query(wrapped as unknown as Pg.Submittable)
+      owner.query = new WithClose(record as unknown as InnerQuery)
     } else {
-      this.client.query(record as unknown as Pg.Submittable)
+      owner.query = record
+    }
+    if (prefix === "close") this.queue.unshift(owner)
+    else this.queue.push(owner)
+    this.pump()
+  }
+
+  /**
+   * The session's own statement queue: one statement on the wire at a time, the next handed to pg
+   * only once pg is ready for it (after the previous one's ReadyForQuery), so pg's own queue, which
+   * pg deprecates, is never used and a statement not sent yet is always ours to take back.
+   */
+  pump(): void {
+    if (this.onWire !== undefined || this.queue.length === 0 || !isReadyForQuery(this.client)) return
+    if (this.lost !== undefined) return
+    const next = this.queue.shift()!
+    this.onWire = next
+    try {
+      this.client.query(next.query as Pg.Submittable)
+    } catch (error) {
+      // pg throws synchronously for some bad inputs (a value it cannot serialize).
+      this.onWire = undefined
+      if (next.fail !== undefined) next.fail(error)
+      else this.finishTracked(next, error)
     }
   }
 
   /** @internal used by TrackedQuery when its statement ends */
   completed(record: TrackedQuery): void {
+    this.forget(record)
+  }
+
+  private finishTracked(record: InFlight, error: unknown): void {
+    if (record.done) return
+    record.done = true
+    record.error = error
     this.forget(record)
   }
 
@@ -553,11 +593,12 @@ export class Session {
     })
     retry.retried = true
     record.retried = true
-    // The record the caller holds now stands for the retry: interrupting it reaches this one.
+    // The record the caller holds now stands for the retry (first in the queue, sent after the
+    // failed attempt's ReadyForQuery): interrupting it reaches this one.
     try {
       this.prepared.set(record.text, name)
-      this.send(retry, false, "close")
-      record.query = retry.query
+      if (this.onWire === record) this.onWire = undefined
+      this.send(retry, false, "close", record)
     } catch {
       return false
     }
@@ -609,21 +650,30 @@ export class Session {
   private forget(record: InFlight): void {
     const index = this.inFlight.indexOf(record)
     if (index >= 0) this.inFlight.splice(index, 1)
+    if (this.onWire === record) this.onWire = undefined
+    else this.unqueue(record)
     this.notifySettled()
+    this.pump()
   }
 
-  /** Tracks a statement submitted outside `run` (cursors), until `done` is called. */
-  track(query: object): { done: (error?: unknown) => void } {
+  /**
+   * Sends a submittable of someone else's (a cursor) through the session's queue and tracks it
+   * until `done` is called.
+   */
+  sendTracked(query: object): { done: (error?: unknown) => void } {
     const record: InFlight = { query, done: false, error: undefined, fail: undefined }
     this.inFlight.push(record)
-    return {
-      done: (error?: unknown) => {
-        if (record.done) return
-        record.done = true
-        record.error = error
-        this.forget(record)
-      }
-    }
+    this.queue.push(record)
+    this.pump()
+    return { done: (error?: unknown) => this.finishTracked(record, error) }
+  }
+
+  /** Takes a statement that is not on the wire yet out of the session's queue. */
+  private unqueue(record: InFlight): boolean {
+    const index = this.queue.indexOf(record)
+    if (index < 0) return false
+    this.queue.splice(index, 1)
+    return true
   }
 
   /**
@@ -632,7 +682,7 @@ export class Session {
    */
   async interrupt(record: InFlight): Promise<void> {
     if (record.done) return
-    if (unqueue(this.client, record.query)) {
+    if (this.unqueue(record)) {
       record.done = true
       this.forget(record)
       return
@@ -641,12 +691,12 @@ export class Session {
   }
 
   /**
-   * Statements pg holds in its queue (not sent yet) are taken out and failed, so that a fiber
+   * Statements in the session's queue (not sent yet) are taken out and failed, so that a fiber
    * still waiting for one gets an error instead of waiting forever.
    */
   private dropQueued(): void {
     for (const record of this.inFlight.slice()) {
-      if (!unqueue(this.client, record.query)) continue
+      if (!this.unqueue(record)) continue
       if (record.fail !== undefined) {
         record.fail(new Error("Statement not sent: its connection was released"))
       } else {
@@ -664,8 +714,7 @@ export class Session {
    */
   private async cancelInFlight(): Promise<boolean> {
     if (this.lost !== undefined) return false
-    const active = activeQuery(this.client)
-    const target = this.inFlight.find((r) => r.query === active) ?? this.inFlight[0]
+    const target = this.onWire ?? this.inFlight[0]
     if (target === undefined) return this.whenSettled(this.config.deadlines.drain)
     // Most statements take well under a millisecond: one that ends by itself within a short grace
     // needs no cancel at all (and so no confirmation). Taken out of the drain deadline.
