@@ -261,14 +261,12 @@ export class Pool<S extends Member = Session> {
 
   // ---------------------------------------------------------------------------
   // Acquisition
-
-  /**
-   * Takes a session for a scope (reserve, transaction), in three steps the caller drives (the Effect
-   * editions make only the wait interruptible): `takeIdle` (a session now, or none), `enqueue` (a
-   * place in the FIFO queue, served through its `serve` / `fail` callbacks), and `abandon` when the
-   * caller stops waiting (or was served but can no longer take the session: it goes back). The
-   * caller owns a session once served and must hand it to `releaseClean` / `releaseDirty`.
-   */
+  //
+  // A session for a scope (reserve, transaction) is taken in steps the caller drives, so that an
+  // edition can make only the wait interruptible: `takeIdle` (a session now, or none), `enqueue` (a
+  // place in the FIFO queue, served through its `serve` / `fail` callbacks), and `abandon` when the
+  // caller stops waiting (or was served but can no longer take the session: it goes back). The
+  // caller owns a session once served and must give it back with `release`.
 
   /**
    * One statement on a pooled session, as a single async step: wait for a session, run the
@@ -285,7 +283,7 @@ export class Pool<S extends Member = Session> {
     return op
   }
 
-  /** A place in the queue of waiters (see above). */
+  /** A place in the queue of waiters (see "Acquisition" above). */
   enqueue(): Waiter<S> {
     const waiter: Waiter<S> = {
       state: "waiting",

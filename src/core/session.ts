@@ -500,7 +500,7 @@ export class Session {
       this.inFlight.push(record)
       this.send(record, begin)
     } catch (error) {
-      // pg throws synchronously for some bad inputs (for example a value it cannot serialize).
+      // pg's Query throws synchronously for a malformed statement config.
       if (record === undefined) {
         callback(error, undefined)
         return { query: config, done: true, error, fail: undefined }
@@ -528,15 +528,13 @@ export class Session {
    * it, or behind a Close when it is prepared again. `owner` is the record its caller holds.
    */
   private send(record: TrackedQuery, begin: boolean, prefix?: "close", owner: InFlight = record): void {
-    if (begin && record.queryMode === "extended") {
+    const wrap = begin && record.queryMode === "extended" ? WithBegin : prefix === "close" ? WithClose : undefined
+    if (wrap === undefined) {
+      owner.query = record
+    } else {
       // pg sets the type parsers on the object it is given; here that is the wrapper.
       record._result._types ??= typeParsers(this.client)
-      owner.query = new WithBegin(record as unknown as InnerQuery)
-    } else if (prefix === "close") {
-      record._result._types ??= typeParsers(this.client)
-      owner.query = new WithClose(record as unknown as InnerQuery)
-    } else {
-      owner.query = record
+      owner.query = new wrap(record as unknown as InnerQuery)
     }
     if (prefix === "close") this.queue.unshift(owner)
     else this.queue.push(owner)
@@ -549,8 +547,8 @@ export class Session {
    * pg deprecates, is never used and a statement not sent yet is always ours to take back.
    */
   pump(): void {
-    if (this.onWire !== undefined || this.queue.length === 0 || !isReadyForQuery(this.client)) return
-    if (this.lost !== undefined) return
+    if (this.onWire !== undefined || this.queue.length === 0 || this.lost !== undefined) return
+    if (!isReadyForQuery(this.client)) return
     const next = this.queue.shift()!
     this.onWire = next
     try {
@@ -586,8 +584,12 @@ export class Session {
   retryPrepared(record: TrackedQuery, error: unknown): boolean {
     if (!preparedFormInvalid(error)) return false
     const name = record.name!
-    this.forgetPrepared(name)
-    if (record.retried || !record.autocommit || this.lost !== undefined || this.revoked !== undefined) return false
+    forgetParsed(this.client, name)
+    if (record.retried || !record.autocommit || this.lost !== undefined || this.revoked !== undefined) {
+      // Not sent again: the next use prepares afresh, under a new name.
+      this.prepared.delete(record.text)
+      return false
+    }
     const retry = new TrackedQuery(this, record.config, name, false, true, (error, result) => {
       trackedDone.call(record, error, result)
     })
@@ -595,13 +597,8 @@ export class Session {
     record.retried = true
     // The record the caller holds now stands for the retry (first in the queue, sent after the
     // failed attempt's ReadyForQuery): interrupting it reaches this one.
-    try {
-      this.prepared.set(record.text, name)
-      if (this.onWire === record) this.onWire = undefined
-      this.send(retry, false, "close", record)
-    } catch {
-      return false
-    }
+    if (this.onWire === record) this.onWire = undefined
+    this.send(retry, false, "close", record)
     return true
   }
 
@@ -618,17 +615,6 @@ export class Session {
     const name = `warden_${this.nextStatementName++}`
     this.prepared.set(config.text, name)
     return name
-  }
-
-  /** Forgets one prepared statement on both sides of pg (ours and the driver's record of parsed names). */
-  private forgetPrepared(name: string): void {
-    for (const [text, known] of this.prepared) {
-      if (known === name) {
-        this.prepared.delete(text)
-        break
-      }
-    }
-    forgetParsed(this.client, name)
   }
 
   /** The server has dropped, or may have dropped, every prepared statement of this session. */
@@ -893,7 +879,7 @@ export class Session {
   }
 
   /** What the release protocol decides from, read off the session now. */
-  facts(keep: boolean): ReleaseFacts {
+  private facts(keep: boolean): ReleaseFacts {
     return {
       lost: this.lost !== undefined,
       cancelUnconfirmed: this.cancelUnconfirmed,

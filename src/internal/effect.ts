@@ -35,8 +35,7 @@ export const toSqlError = (error: CoreError): SqlError => {
 }
 
 /** What a session's statement callback reports, as an `SqlError`. */
-const failureOf = (error: unknown): SqlError =>
-  error instanceof CoreError ? toSqlError(error) : error instanceof SqlError ? error : statementError(error)
+const failureOf = (error: unknown): SqlError => (error instanceof CoreError ? toSqlError(error) : statementError(error))
 
 /**
  * Runs one statement on a session the caller holds. Interrupting it cancels the statement on the
