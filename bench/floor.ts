@@ -70,9 +70,9 @@ const measure = async (start: Start): Promise<{ opsPerSecond: number; cpuPerOp: 
 }
 
 const server = await startServer()
-const admin = await Admin.connect(server.url)
+const admin = await Admin.open(server.url)
 await admin.createSchema()
-await admin.end()
+await admin.close()
 
 const url = server.url
 const pool = new pg.Pool({ connectionString: url, max: 8 })

@@ -150,7 +150,7 @@ const runOne = async (
 ): Promise<RunRecord> => {
   const appName = `bench-${worker.spec.key}`
   const record: RunRecord = { workload: workload.name, contender: worker.spec.key, round }
-  await admin.terminate(appName)
+  await admin.terminateLeftovers(appName)
   try {
     const setup = await worker.send<{ ms: number }>(
       "setup",
@@ -215,7 +215,7 @@ const runOne = async (
     log(`  ${worker.spec.key}: ${record.error.split("\n")[0]}`)
     worker.kill()
   }
-  record.terminatedLeftovers = await admin.terminate(appName)
+  record.terminatedLeftovers = await admin.terminateLeftovers(appName)
   return record
 }
 
@@ -266,7 +266,7 @@ const runMemoryFor = async (spec: WorkerSpec, url: string, admin: Admin): Promis
     return { contender: spec.key, error: String(error instanceof Error ? error.message : error).slice(0, 2_000) }
   } finally {
     await worker.stop()
-    await admin.terminate(appName)
+    await admin.terminateLeftovers(appName)
   }
 }
 
@@ -298,7 +298,7 @@ const main = async () => {
 
   log(`starting PostgreSQL (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"})`)
   const server = await startServer()
-  const admin = await Admin.connect(server.url)
+  const admin = await Admin.open(server.url)
   const workers = specs.map((spec) => new Worker(spec))
   const results: BenchResults = {
     meta: {
@@ -380,7 +380,7 @@ const main = async () => {
     }
   } finally {
     await Promise.all(workers.map((w) => w.stop().catch(() => undefined)))
-    await admin.end().catch(() => undefined)
+    await admin.close().catch(() => undefined)
     await server.dispose()
   }
 

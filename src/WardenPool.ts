@@ -53,7 +53,8 @@ export interface PoolStats extends PoolSnapshot {
 }
 
 /**
- * A backend as the server reports it: `pid`, `state`, `query`.
+ * A backend as the server reports it in `pg_stat_activity`: `pid`, `state`, `query`, `xactStart`,
+ * `stateChange`, `waitEventType`, `backendType`.
  *
  * @since 0.1.0
  * @category models

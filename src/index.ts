@@ -7,13 +7,15 @@
 /**
  * @since 0.1.0
  */
+export * as Observer from "./Observer.js"
+/**
+ * @since 0.1.0
+ */
 export * as WardenClient from "./WardenClient.js"
-
 /**
  * @since 0.1.0
  */
 export * as WardenError from "./WardenError.js"
-
 /**
  * @since 0.1.0
  */

@@ -1,5 +1,5 @@
 /**
- * The `pg-warden` command line, run as a child process from source (`node --import tsx src/cli/main.ts`)
+ * The `pg-warden` command line, run as a child process from source (`node --import tsx cli/src/main.ts`)
  * against the test server: its output and exit code, and what the server shows afterwards (nothing of the
  * run's own `application_name`s, no table left). Covers the error cases a user meets first: a bad URL, no
  * URL, an unreachable host, an unknown database, a refused password, insufficient privileges, bad options.
@@ -31,7 +31,7 @@ const cli = (args: ReadonlyArray<string>, options: { env?: Record<string, string
     const started = Date.now()
     const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1", ...options.env }
     if (options.env?.DATABASE_URL === undefined) delete env.DATABASE_URL
-    const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], { cwd: root, env })
+    const child = spawn(process.execPath, ["--import", "tsx", "cli/src/main.ts", ...args], { cwd: root, env })
     let stdout = ""
     let stderr = ""
     child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))

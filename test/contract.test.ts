@@ -69,20 +69,21 @@ describe("contract", () => {
         yield* Effect.gen(function* () {
           const sql = yield* SqlClient.SqlClient
           const pool = yield* WardenPool.WardenPool
-          const fiber = yield* Effect.fork(sql`select pg_sleep(0.2)`)
+          const fiber = yield* Effect.fork(sql`select pg_sleep(0.5)`)
           yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep), { intervalMs: 5 })
-          // The CancelRequest (a new connection through the proxy) is held back 400 ms; everything
-          // sent after the switch back to pass goes at once. So the statement (200 ms) finishes and
-          // its result arrives long before the cancel reaches the server.
-          proxy.setMode("delay", { delayMs: 400 })
+          // The CancelRequest (a new connection through the proxy) is held back 1 s; everything sent
+          // after the switch back to pass goes at once. So the statement (500 ms, margin enough for the
+          // observer to see it running on 2 busy cores) finishes and its result arrives long before the
+          // cancel reaches the server.
+          proxy.setMode("delay", { delayMs: 1_000 })
           const interrupting = yield* Effect.fork(Fiber.interrupt(fiber))
           yield* Effect.sleep("30 millis")
           proxy.setMode("pass")
           // The next borrower's statement runs while the late cancel lands: it must not be its victim.
           const started = Date.now()
-          const rows = yield* sql<{ pid: number }>`select pg_sleep(0.6), pg_backend_pid() as pid`
+          const rows = yield* sql<{ pid: number }>`select pg_sleep(1.3), pg_backend_pid() as pid`
           expect(rows.length).toBe(1)
-          expect(Date.now() - started).toBeGreaterThanOrEqual(550)
+          expect(Date.now() - started).toBeGreaterThanOrEqual(1_250)
           yield* Fiber.join(interrupting)
           const stats = yield* pool.stats
           // confirmed by the probe (session reused) or terminated: never handed over unconfirmed
@@ -173,7 +174,7 @@ describe("contract", () => {
           // Every byte now takes 400 ms through the proxy, the CancelRequest included: the statement
           // (200 ms on the server) finishes before the cancel reaches the server.
           proxy.setMode("delay", { delayMs: 400 })
-          const fiber = yield* Effect.fork(sql`select pg_sleep(0.2)`)
+          const fiber = yield* Effect.fork(sql`select pg_sleep(0.5)`)
           yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep), { intervalMs: 5 })
           yield* Fiber.interrupt(fiber)
           proxy.setMode("pass")

@@ -1,9 +1,10 @@
 /**
  * The benchmark's PostgreSQL: DATABASE_URL when it is set, otherwise a private embedded server (the
- * tests' own `startPrivateServer`). An admin connection of its own creates the table, checks what
- * the contenders return, and reads the server's view (`pg_stat_activity`) after each run.
+ * tests' own `startPrivateServer`). Its admin session is pg-warden's `Observer` (the one the tests
+ * and the command line use), which also creates the table, checks what the contenders return, and
+ * reads the server's view (`pg_stat_activity`) after each run.
  */
-import pg from "pg"
+import { Observer } from "../../src/core/observer.js"
 import { startPrivateServer } from "../../test/support/embedded.js"
 
 export const ADMIN_APPLICATION_NAME = "pg-warden-bench-admin"
@@ -29,42 +30,41 @@ export interface ServerView {
   readonly byState: Readonly<Record<string, number>>
 }
 
-export class Admin {
-  private constructor(private readonly client: pg.Client) {}
-
-  static async connect(url: string): Promise<Admin> {
-    const client = new pg.Client({ connectionString: url, application_name: ADMIN_APPLICATION_NAME })
-    client.on("error", (error) => console.error("[bench admin]", error.message))
-    await client.connect()
-    return new Admin(client)
+export class Admin extends Observer {
+  static open(url: string): Promise<Admin> {
+    return Admin.connect(url, { applicationName: ADMIN_APPLICATION_NAME })
   }
 
   async serverInfo(): Promise<{ version: string; maxConnections: number }> {
-    const v = await this.client.query(
+    const [row] = await this.query<{ v: string; m: string }>(
       "SELECT current_setting('server_version') AS v, current_setting('max_connections') AS m"
     )
-    return { version: String(v.rows[0].v), maxConnections: Number(v.rows[0].m) }
+    return { version: String(row?.v), maxConnections: Number(row?.m) }
   }
 
   /** `bench_accounts(id, name, balance)`: ids 1..ROWS, dropped and created anew. */
   async createSchema(): Promise<void> {
-    await this.client.query("DROP TABLE IF EXISTS bench_accounts")
-    await this.client.query(
+    await this.query("DROP TABLE IF EXISTS bench_accounts")
+    await this.query(
       "CREATE TABLE bench_accounts (id integer PRIMARY KEY, name text NOT NULL, balance integer NOT NULL)"
     )
-    await this.client.query(
+    await this.query(
       "INSERT INTO bench_accounts SELECT i, 'account-' || i, i * 10 FROM generate_series(1, $1::int) AS i",
       [ROWS]
     )
-    await this.client.query("ANALYZE bench_accounts")
+    await this.query("ANALYZE bench_accounts")
   }
 
   async row(id: number): Promise<Record<string, unknown> | undefined> {
-    return (await this.client.query("SELECT id, name, balance FROM bench_accounts WHERE id = $1", [id])).rows[0]
+    return (
+      await this.query<Record<string, unknown>>("SELECT id, name, balance FROM bench_accounts WHERE id = $1", [id])
+    )[0]
   }
 
   async balance(id: number): Promise<number> {
-    return Number((await this.client.query("SELECT balance FROM bench_accounts WHERE id = $1", [id])).rows[0].balance)
+    return Number(
+      (await this.query<{ balance: number }>("SELECT balance FROM bench_accounts WHERE id = $1", [id]))[0]?.balance
+    )
   }
 
   /**
@@ -74,50 +74,34 @@ export class Admin {
    * at most once a second, and when they exit: read it after the pool is closed.
    */
   async transactions(): Promise<number> {
-    await this.client.query("SELECT pg_stat_clear_snapshot()")
-    const result = await this.client.query(
+    await this.query("SELECT pg_stat_clear_snapshot()")
+    const [row] = await this.query<{ n: number }>(
       "SELECT (xact_commit + xact_rollback)::float8 AS n FROM pg_stat_database WHERE datname = current_database()"
     )
-    return Number(result.rows[0].n)
+    return Number(row?.n)
   }
 
-  /** Backends by state for one application_name (our own admin connection excluded). */
+  /** Backends by state for one application_name (our own session excluded). */
   async view(applicationName: string): Promise<ServerView> {
-    const result = await this.client.query(
-      `SELECT coalesce(state, 'unknown') AS state, count(*)::int AS n FROM pg_stat_activity
-       WHERE application_name = $1 AND pid <> pg_backend_pid() GROUP BY 1`,
-      [applicationName]
-    )
     const byState: Record<string, number> = {}
-    let total = 0
-    for (const r of result.rows) {
-      byState[r.state] = r.n
-      total += r.n
+    const backends = await this.backends(applicationName)
+    for (const b of backends) {
+      const state = b.state ?? "unknown"
+      byState[state] = (byState[state] ?? 0) + 1
     }
-    return { total, byState }
+    return { total: backends.length, byState }
   }
 
   /** Polls until no backend of `applicationName` is left, up to `ms`; returns the last view. */
   async waitGone(applicationName: string, ms: number): Promise<ServerView> {
-    const deadline = Date.now() + ms
-    for (;;) {
-      const view = await this.view(applicationName)
-      if (view.total === 0 || Date.now() >= deadline) return view
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
+    await this.waitForBackends(applicationName, (backends) => backends.length === 0, ms)
+    return this.view(applicationName)
   }
 
   /** Ends every backend of `applicationName` (leftovers of a run), so the next run starts clean. */
-  async terminate(applicationName: string): Promise<number> {
-    const result = await this.client.query(
-      "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()",
-      [applicationName]
-    )
+  async terminateLeftovers(applicationName: string): Promise<number> {
+    const signalled = await this.terminateAll(applicationName)
     await this.waitGone(applicationName, 2_000)
-    return Number(result.rows[0].n)
-  }
-
-  async end(): Promise<void> {
-    await this.client.end()
+    return signalled
   }
 }

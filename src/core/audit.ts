@@ -5,15 +5,12 @@
  * @internal
  */
 import { CoreError } from "./errors.js"
+import { BACKENDS_SQL, type Backend, toBackend } from "./observer.js"
 import type { Member, Pool } from "./pool.js"
 import { controlStatement } from "./wire.js"
 
 /** A backend as the server reports it. */
-export interface ServerBackend {
-  readonly pid: number
-  readonly state: string | null
-  readonly query: string
-}
+export type ServerBackend = Backend
 
 /**
  * The pool's view compared with the server's. `ok` is true when every backend the server shows for
@@ -35,9 +32,6 @@ export interface AuditReport {
   readonly dirtyIdle: ReadonlyArray<ServerBackend>
 }
 
-const AUDIT_SQL =
-  "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()"
-
 /**
  * Compares the pool's sessions with `pg_stat_activity`, within the connect deadline plus the
  * terminate deadline. `onDone` is called once; the returned function abandons the audit.
@@ -49,7 +43,7 @@ export const audit = <S extends Member>(
   const config = pool.config.session
   const applicationName = config.applicationName
   const timeoutMs = config.connectTimeoutMs + config.deadlines.terminate
-  return controlStatement(config.client, timeoutMs, AUDIT_SQL, [applicationName], (outcome) => {
+  return controlStatement(config.client, timeoutMs, BACKENDS_SQL, [applicationName], (outcome) => {
     if (outcome._tag === "timeout") {
       return onDone(new CoreError("ConnectTimeout", `the audit did not complete within ${timeoutMs} ms`))
     }
@@ -60,11 +54,7 @@ export const audit = <S extends Member>(
           : new CoreError("Statement", "audit failed", outcome.error)
       )
     }
-    const server: Array<ServerBackend> = outcome.result.rows.map((r) => ({
-      pid: Number(r.pid),
-      state: r.state,
-      query: r.query
-    }))
+    const server: Array<ServerBackend> = outcome.result.rows.map(toBackend)
     const pids = pool.pids()
     const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
     const idle = new Set(pids.idle)

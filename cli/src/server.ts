@@ -9,9 +9,9 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import * as Pg from "pg"
 import { parse as parseConnectionString } from "pg-connection-string"
-import * as WardenError from "../WardenError.js"
+import * as ServerObserver from "pg-warden/Observer"
+import * as WardenError from "pg-warden/WardenError"
 
 /**
  * Why the command could not do its job: `usage` (bad arguments or URL), `connect` (the server cannot
@@ -200,11 +200,7 @@ export const connectError = (error: unknown, target: Target): CliError => {
  * @since 0.1.0
  * @category models
  */
-export interface Backend {
-  readonly pid: number
-  readonly state: string | null
-  readonly query: string
-}
+export type Backend = ServerObserver.Backend
 
 /**
  * Counts of backends by state.
@@ -212,13 +208,7 @@ export interface Backend {
  * @since 0.1.0
  * @category models
  */
-export interface StateCounts {
-  readonly total: number
-  readonly active: number
-  readonly idle: number
-  readonly idleInTransaction: number
-  readonly other: number
-}
+export type StateCounts = ServerObserver.StateCounts
 
 /**
  * Counts backends by state (`idle in transaction (aborted)` counts as idle in transaction).
@@ -226,19 +216,7 @@ export interface StateCounts {
  * @since 0.1.0
  * @category utils
  */
-export const countStates = (backends: ReadonlyArray<Backend>): StateCounts => {
-  let active = 0
-  let idle = 0
-  let idleInTransaction = 0
-  let other = 0
-  for (const b of backends) {
-    if (b.state === "active") active++
-    else if (b.state === "idle") idle++
-    else if (b.state?.startsWith("idle in transaction")) idleInTransaction++
-    else other++
-  }
-  return { total: backends.length, active, idle, idleInTransaction, other }
-}
+export const countStates = ServerObserver.countStates
 
 /**
  * True for a backend that runs a statement whose text contains `fragment`.
@@ -246,7 +224,7 @@ export const countStates = (backends: ReadonlyArray<Backend>): StateCounts => {
  * @since 0.1.0
  * @category utils
  */
-export const runs = (fragment: string) => (b: Backend) => b.state === "active" && b.query.includes(fragment)
+export const runs = ServerObserver.runs
 
 /**
  * True for a backend that sits in an open transaction.
@@ -254,11 +232,11 @@ export const runs = (fragment: string) => (b: Backend) => b.state === "active" &
  * @since 0.1.0
  * @category utils
  */
-export const inTransaction = (b: Backend) => b.state?.startsWith("idle in transaction") === true
+export const inTransaction = ServerObserver.inTransaction
 
 /**
- * The observer: one plain `pg` session, never a pool under test, that reads `pg_stat_activity` and
- * ends leftovers. It only ever terminates backends of an application name the command chose itself.
+ * The observer: pg-warden's `Observer` session (never a pool under test) with its failures described
+ * for the user. It only ever terminates backends of an application name the command chose itself.
  *
  * @since 0.1.0
  * @category models
@@ -289,54 +267,22 @@ export const observer = (
   connectTimeoutMs: number
 ): Effect.Effect<Observer, CliError, Scope.Scope> =>
   Effect.gen(function* () {
-    const client = yield* Effect.acquireRelease(
+    const session = yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: async () => {
-          const client = new Pg.Client({
-            connectionString: target.url,
-            application_name: applicationName,
-            connectionTimeoutMillis: connectTimeoutMs
-          })
-          // A server that goes away must never crash the process with an unhandled 'error' event.
-          client.on("error", () => {})
-          try {
-            await client.connect()
-          } catch (error) {
-            await client.end().catch(() => undefined)
-            throw error
-          }
-          return client
-        },
+        try: () => ServerObserver.Observer.connect(target.url, { applicationName, connectTimeoutMs }),
         catch: (error) => connectError(error, target)
       }),
-      (client) => Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption(2_000))
+      (session) => Effect.promise(() => session.close())
     )
-    const query = <A>(text: string, values?: ReadonlyArray<unknown>) =>
+    const use = <A>(f: () => Promise<A>) =>
       Effect.tryPromise({
-        try: () => client.query(text, values === undefined ? undefined : [...values]),
+        try: f,
         catch: (error) => new CliError({ kind: "server", message: `the observer session failed: ${messageOf(error)}` })
-      }).pipe(Effect.map((result) => result.rows as Array<A>))
-    const backends = (app: string) =>
-      query<{ pid: number; state: string | null; query: string | null }>(
-        `SELECT pid, state, query FROM pg_stat_activity
-          WHERE application_name = $1 AND pid <> pg_backend_pid() ORDER BY pid`,
-        [app]
-      ).pipe(Effect.map((rows) => rows.map((r) => ({ pid: r.pid, state: r.state, query: r.query ?? "" }))))
-    const waitFor = (app: string, predicate: (backends: ReadonlyArray<Backend>) => boolean, timeoutMs: number) =>
-      Effect.gen(function* () {
-        const deadline = Date.now() + timeoutMs
-        for (;;) {
-          const seen = yield* backends(app)
-          if (predicate(seen)) return { ok: true, backends: seen }
-          if (Date.now() >= deadline) return { ok: false, backends: seen }
-          yield* Effect.sleep(20)
-        }
       })
-    const terminateAll = (app: string) =>
-      query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-          WHERE application_name = $1 AND pid <> pg_backend_pid()) t`,
-        [app]
-      ).pipe(Effect.map((rows) => rows[0]?.n ?? 0))
-    return { query, backends, waitFor, terminateAll }
+    return {
+      query: (text, values) => use(() => session.query(text, values)),
+      backends: (app) => use(() => session.backends(app)),
+      waitFor: (app, predicate, timeoutMs) => use(() => session.waitForBackends(app, predicate, timeoutMs)),
+      terminateAll: (app) => use(() => session.terminateAll(app))
+    }
   })

@@ -24,7 +24,7 @@ import { CliError } from "./server.js"
 
 const version = (() => {
   try {
-    return (createRequire(import.meta.url)("../../package.json") as { version: string }).version
+    return (createRequire(import.meta.url)("../package.json") as { version: string }).version
   } catch {
     return "0.0.0"
   }

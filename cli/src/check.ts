@@ -25,10 +25,10 @@ import * as Redacted from "effect/Redacted"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
 import * as Pg from "pg"
-import { sendCancelRequest } from "../core/wire.js"
-import * as WardenClient from "../WardenClient.js"
-import * as WardenError from "../WardenError.js"
-import * as WardenPool from "../WardenPool.js"
+import * as ServerObserver from "pg-warden/Observer"
+import * as WardenClient from "pg-warden/WardenClient"
+import * as WardenError from "pg-warden/WardenError"
+import * as WardenPool from "pg-warden/WardenPool"
 import { colorFor, formatMs, type Paint, pad, painter, percentile, plural } from "./report.js"
 import { type Deadlines, interruptMeasured, makeStats, probe, type ScenarioContext, storm } from "./scenarios.js"
 import {
@@ -526,8 +526,7 @@ const cancelRoundTrip = (target: Target, app: string, obs: Observer): Effect.Eff
         }),
         (client) => Effect.promise(() => client.end().catch(() => undefined)).pipe(Effect.timeoutOption(1_000))
       )
-      const pid = (client as unknown as { processID: number }).processID
-      const secretKey = (client as unknown as { secretKey: number }).secretKey
+      const pid = ServerObserver.backendPid(client)
       const endpoint = { host: client.host, port: client.port }
       const statement = yield* Effect.forkDaemon(
         Effect.promise(() =>
@@ -542,7 +541,7 @@ const cancelRoundTrip = (target: Target, app: string, obs: Observer): Effect.Eff
         return { id: "cancel", title, status: "fail", detail: "the test statement never showed as running" } as const
       }
       const sent = now()
-      const outcome = yield* Effect.promise(() => sendCancelRequest(endpoint, pid, secretKey, 2_000))
+      const outcome = yield* Effect.promise(() => ServerObserver.cancelByProtocol(client, 2_000))
       const result = yield* Fiber.join(statement).pipe(Effect.timeoutOption(3_000))
       const elapsed = now() - sent
       if (!(Option.isSome(result) && result.value.code === "57014")) {

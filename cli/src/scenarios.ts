@@ -23,8 +23,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
-import * as WardenClient from "../WardenClient.js"
-import * as WardenError from "../WardenError.js"
+import * as WardenClient from "pg-warden/WardenClient"
+import * as WardenError from "pg-warden/WardenError"
 import { type CliError, countStates, inTransaction, type Observer, runs, type StateCounts } from "./server.js"
 
 /**
