@@ -30,7 +30,13 @@ describe("src/core", () => {
 })
 
 const cli = path.join(import.meta.dirname, "..", "cli")
-const readJson = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Record<string, Record<string, string>>
+interface Manifest {
+  readonly version: string
+  readonly bin?: unknown
+  readonly dependencies?: Readonly<Record<string, string>>
+  readonly devDependencies?: Readonly<Record<string, string>>
+}
+const readJson = (file: string) => JSON.parse(readFileSync(file, "utf8")) as Manifest
 
 describe("cli/ (the pg-warden-cli package)", () => {
   it("reaches the library only by its package name, through entry points the library exports", () => {

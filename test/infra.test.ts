@@ -5,7 +5,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import pg from "pg"
-import { Admin, uniqueAppName, withAdmin } from "./support/admin.js"
+import { Admin, uniqueAppName } from "./support/admin.js"
+import { withAdmin } from "./support/warden.js"
 import "./support/context.js"
 import { type FaultProxy, startProxy } from "./support/proxy.js"
 

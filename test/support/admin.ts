@@ -1,10 +1,10 @@
 /**
  * The tests' out-of-band view of the server: pg-warden's `Observer` (a plain `pg` session, never a
  * pool of the code under test, reading `pg_stat_activity`), plus what only tests do: SIGSTOP and
- * SIGCONT backend processes of the server running on this machine.
+ * SIGCONT backend processes of the server running on this machine. Effect-free, so the tests of
+ * every edition (effect4/ too) use it.
  */
 import { randomBytes } from "node:crypto"
-import * as Effect from "effect/Effect"
 import { type Backend, Observer, type WaitOptions } from "../../src/core/observer.js"
 
 export type { Backend }
@@ -30,11 +30,3 @@ export const uniqueAppName = (prefix: string): string => {
   const safePrefix = prefix.replace(/[^\x20-\x7e]/g, "_").slice(0, room)
   return `warden-test-${safePrefix}-${random}`
 }
-
-/** Acquires an `Admin` for the duration of `f` and always closes it. Connection failures are defects. */
-export const withAdmin = <A, E, R>(url: string, f: (admin: Admin) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.acquireUseRelease(
-    Effect.promise(() => Admin.connect(url)),
-    f,
-    (admin) => Effect.promise(() => admin.close())
-  )

@@ -174,3 +174,11 @@ export const thawQuietly = (admin: Admin, pid: number): void => {
     // already gone
   }
 }
+
+/** Acquires an `Admin` for the duration of `f` and always closes it. Connection failures are defects. */
+export const withAdmin = <A, E, R>(url: string, f: (admin: Admin) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.acquireUseRelease(
+    Effect.promise(() => Admin.connect(url)),
+    f,
+    (admin) => Effect.promise(() => admin.close())
+  )
