@@ -36,10 +36,11 @@ import * as CoreAudit from "./core/audit.js"
 import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
 import { CoreError } from "./core/errors.js"
+import { ListenHub } from "./core/listen.js"
 import { Pool } from "./core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
 import * as Core from "./internal/effect.js"
-import { ListenHub } from "./internal/listen.js"
+import { listen as listenOn } from "./internal/listen.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
 import { sqlError } from "./WardenError.js"
 import * as WardenPool from "./WardenPool.js"
@@ -496,16 +497,8 @@ const makeWith = (
     })
 
     const withTransaction = makeWithTransaction(pool, spanAttributes)
-    const hub = new ListenHub(pool, yield* Effect.makeSemaphore(1))
-
-    const listen = (channel: string): Stream.Stream<string, SqlError> =>
-      Stream.asyncPush<string, SqlError>((emit) =>
-        hub.subscribe(
-          channel,
-          (payload) => emit.single(payload),
-          (error) => emit.fail(error)
-        )
-      )
+    const hub = new ListenHub(pool)
+    const listen = (channel: string): Stream.Stream<string, SqlError> => listenOn(hub, channel)
 
     const notify = (channel: string, payload: string): Effect.Effect<void, SqlError> =>
       Core.pooledStatement(pool, { text: "SELECT pg_notify($1, $2)", values: [channel, payload] }, () => undefined)

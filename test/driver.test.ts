@@ -14,7 +14,8 @@ import {
   forgetParsed,
   isReadyForQuery,
   onReadyForQuery,
-  transactionStatus
+  transactionStatus,
+  withParameterTypes
 } from "../src/core/driver.js"
 import { Session, type SessionConfig } from "../src/core/session.js"
 import { Admin, uniqueAppName } from "./support/admin.js"
@@ -169,6 +170,25 @@ describe("the pg internals pg-warden relies on", () => {
     client.query(new WithClose(again as never) as unknown as pg.Submittable)
     expect(await done).toBe(3)
     expect(await count()).toBe(1)
+    await client.end()
+  })
+
+  it("a Query's types are both its Parse parameter types and its result parsers", async () => {
+    const client = await connect()
+    const parsers = { getTypeParser: (oid: number) => (oid === 20 ? (text: string) => `int8:${text}` : String) }
+    for (const name of [undefined, "drv_types"]) {
+      const typed = submit(client, {
+        ...(name !== undefined ? { name } : {}),
+        text: "select $1 as v, pg_typeof($1)::text as t",
+        values: ["7"],
+        types: withParameterTypes([20], parsers as never)
+      })
+      const { error, result } = await typed.outcome
+      expect(error).toBeFalsy()
+      // Untyped, `$1` would be text; declared int8 in the Parse, the server says bigint, and the
+      // result's int8 column went through the array's own getTypeParser.
+      expect((result as pg.QueryResult).rows[0]).toEqual({ v: "int8:7", t: "bigint" })
+    }
     await client.end()
   })
 

@@ -74,6 +74,8 @@ export interface ConfigInput {
   readonly statementTimeout?: number | undefined
   readonly lockTimeout?: number | undefined
   readonly startupParameters?: Readonly<Record<string, string>> | undefined
+  /** A libpq `options` string (`-c name=value …`), merged like the URL's `options`. */
+  readonly startupOptions?: string | undefined
 }
 
 /** What resolution gives: the pool's configuration (without a connect hook) and where it connects. */
@@ -312,6 +314,9 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
     (o): o is string => typeof o === "string" && o.trim() !== ""
   )
   for (const o of options) for (const [name, value] of parseOptions(o)) fromUrl.push([name, value, "URL options"])
+  if (input.startupOptions !== undefined && input.startupOptions.trim() !== "") {
+    for (const [name, value] of parseOptions(input.startupOptions)) fromUrl.push([name, value, "startupOptions"])
+  }
   for (const name of URL_SETTINGS) {
     const value = parsed?.[name] ?? adopted?.[name]
     if (value !== undefined && value !== null && value !== false) fromUrl.push([name, String(value), `URL ${name}`])

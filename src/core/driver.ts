@@ -58,6 +58,17 @@ export const transactionStatus = (client: Pg.Client): "I" | "T" | "E" | null => 
 /** The client's type parsers, for a submittable that wraps a Query pg did not create itself. */
 export const typeParsers = (client: Pg.Client): unknown => internals(client)._types
 
+/** Parameter type OIDs for pg's Parse message, see {@link withParameterTypes}. */
+export type ParameterTypes = Array<number> & Pg.CustomTypesConfig
+
+/**
+ * A statement's parameter types, as pg takes them: pg sends a Query's `types` as the parameter
+ * types of its Parse message, and asks the same object for the result's type parsers
+ * (`getTypeParser`). So the OIDs travel as an array that also carries the parsers.
+ */
+export const withParameterTypes = (oids: ReadonlyArray<number>, parsers: Pg.CustomTypesConfig): ParameterTypes =>
+  Object.assign([...oids], { getTypeParser: parsers.getTypeParser })
+
 /** Forgets that `name` is prepared, so pg sends its Parse again. */
 export const forgetParsed = (client: Pg.Client, name: string): void => {
   delete internals(client).connection.parsedStatements[name]

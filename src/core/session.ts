@@ -193,6 +193,13 @@ const QUERY_CANCELED = "57014"
 const cancelledByUser = (error: unknown): boolean =>
   sqlStateOf(error) === QUERY_CANCELED && /user request/.test(String((error as Error).message))
 
+/**
+ * What a prepared statement is cached under: its text, and its parameter types when the statement
+ * declares them (the same text with other types is another prepared statement).
+ */
+const statementKey = (config: StatementConfig): string =>
+  Array.isArray(config.types) ? `${config.text}\u0000${config.types.join(",")}` : config.text
+
 /** How long an interrupted statement may take to end by itself before it is cancelled. */
 const CANCEL_GRACE_MS = 2
 
@@ -587,7 +594,7 @@ export class Session {
     forgetParsed(this.client, name)
     if (record.retried || !record.autocommit || this.lost !== undefined || this.revoked !== undefined) {
       // Not sent again: the next use prepares afresh, under a new name.
-      this.prepared.delete(record.text)
+      this.prepared.delete(statementKey(record.config))
       return false
     }
     const retry = new TrackedQuery(this, record.config, name, false, true, (error, result) => {
@@ -610,10 +617,11 @@ export class Session {
     if (this.config.statementCacheSize === 0 || config.values === undefined || config.values.length === 0) {
       return undefined
     }
-    const known = this.prepared.get(config.text)
+    const key = statementKey(config)
+    const known = this.prepared.get(key)
     if (known !== undefined || this.prepared.size >= this.config.statementCacheSize) return known
     const name = `warden_${this.nextStatementName++}`
-    this.prepared.set(config.text, name)
+    this.prepared.set(key, name)
     return name
   }
 
