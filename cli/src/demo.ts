@@ -46,6 +46,12 @@ const versionOf = (name: string): string => {
   }
 }
 
+/** The library's version; in this repository (where its name resolves to src/) the same as the CLI's. */
+const wardenVersion = (): string => {
+  const installed = versionOf("pg-warden")
+  return installed !== "?" ? installed : (require("../package.json") as { version: string }).version
+}
+
 const EMPTY: StateCounts = { total: 0, active: 0, idle: 0, idleInTransaction: 0, other: 0 }
 
 /** The sample at percentile `p` (nearest rank), so that an unfinished one can be marked. */
@@ -281,7 +287,7 @@ export const demo = (options: DemoOptions): Effect.Effect<void, CliError> =>
       yield* print(paint("bold", "pg-warden demo: a PostgreSQL connection never outlives its scope"))
       yield* print(`  server      PostgreSQL ${server?.version ?? "?"} at ${target.display}`)
       yield* print(
-        `  contenders  @effect/sql-pg ${versionOf("@effect/sql-pg")} (PgClient.layer, library defaults) vs pg-warden ${versionOf("pg-warden")} (WardenClient.layer, defaults); pg ${versionOf("pg")}, effect ${versionOf("effect")}`
+        `  contenders  @effect/sql-pg ${versionOf("@effect/sql-pg")} (PgClient.layer, library defaults) vs pg-warden ${wardenVersion()} (WardenClient.layer, defaults); pg ${versionOf("pg")}, effect ${versionOf("effect")}`
       )
       yield* print("  scenarios")
       for (const [i, s] of scenarios.entries()) yield* print(`    ${i + 1}. ${s.title.padEnd(19)} ${s.description}`)

