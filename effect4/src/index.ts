@@ -8,7 +8,10 @@
  * @since 0.1.0
  */
 export * as WardenClient from "./WardenClient.js"
-
+/**
+ * @since 0.1.0
+ */
+export * as WardenError from "./WardenError.js"
 /**
  * @since 0.1.0
  */
