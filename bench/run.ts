@@ -3,14 +3,16 @@
  * under plain and interruption load; pool overhead without a database; memory growth.
  *
  *   npm run bench                       # full run (about 25 minutes on 2 cores)
- *   npm run bench -- --quick            # CI: every contender and the report, under 2 minutes
+ *   npm run bench -- --quick            # CI: every contender and the report, about 2 minutes
  *   npm run bench -- --only tx --rounds 5 --duration 3000
  *
  * Options: --quick, --only <substring> (repeatable; matches workload names, "pool-overhead" and
  * "memory"), --baseline DIR (pg-warden of another checkout, with its own node_modules, as one more
  * contender), --rounds N, --duration MS (measured time per run), --warmup MS, --contenders a,b
- * (keys: warden, sqlpg, pg, postgresjs, effect4), --memory-ops N, --no-save, --report <results.json>
- * (rebuild the markdown and the chart of a saved run).
+ * (keys: warden, sqlpg, pg, postgresjs, effect4, warden4), --memory-ops N, --no-save, --report
+ * <results.json> (rebuild the markdown and the chart of a saved run).
+ * The Effect 4 contenders (effect4, warden4) run on effect4/'s Node 22 and dependency tree, which the
+ * root's `npm ci` installs (its prepare script); the others on the Node that runs this script.
  * DATABASE_URL: use that server instead of an embedded one (the run creates table bench_accounts).
  * See bench/README.md for the method.
  */
@@ -21,7 +23,16 @@ import * as path from "node:path"
 import type { LoadResult } from "./lib/driver.mjs"
 import { type BenchResults, markdownReport, type RunRecord, svgChart } from "./lib/report.js"
 import { Admin, ROWS, redact, startServer } from "./lib/server.js"
-import { benchDir, checkoutWorker, effect4Worker, rootDir, tsWorker, Worker, type WorkerSpec } from "./lib/workers.js"
+import {
+  benchDir,
+  checkoutWorker,
+  effect4Missing,
+  effect4Worker,
+  rootDir,
+  tsWorker,
+  Worker,
+  type WorkerSpec
+} from "./lib/workers.js"
 import { allWorkloads, quickWorkloads, type Workload } from "./lib/workloads.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -73,33 +84,44 @@ const allContenders: ReadonlyArray<WorkerSpec> = [
   tsWorker("sqlpg", "@effect/sql-pg 0.53"),
   tsWorker("pg", "pg Pool"),
   tsWorker("postgresjs", "postgres.js"),
-  effect4Worker
+  effect4Worker("effect4", "@effect/sql-pg 4"),
+  effect4Worker("warden4", "pg-warden (Effect 4)")
 ]
+const effect4Keys: ReadonlyArray<string> = ["effect4", "warden4"]
 
 const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}\n`)
 const t0 = Date.now()
 
 // ---------------------------------------------------------------------------------------------
-// The Effect 4 contender's own install
+// Which contenders run
 
-/** `npm ci` in bench/effect4 when its node_modules is missing. Returns why it is unavailable, if it is. */
-const ensureEffect4 = (): { readonly ok: boolean; readonly note: string; readonly ms: number } => {
-  const started = Date.now()
-  const folder = path.join(benchDir, "effect4")
-  if (existsSync(path.join(folder, "node_modules", "@effect", "sql-pg", "package.json"))) {
-    return { ok: true, note: "already installed", ms: 0 }
+/** A mistake on the command line or in the installation: the run stops with this message alone. */
+class UsageError extends Error {}
+
+/**
+ * The contenders of this run: all, or those of `--contenders`. The Effect 4 ones need effect4/node_modules
+ * (installed by the root's `npm ci`): without it the run stops and says how to install it.
+ */
+const selectContenders = (): ReadonlyArray<WorkerSpec> => {
+  const unknown = contenderKeys.filter((k) => !allContenders.some((s) => s.key === k))
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `unknown contender ${unknown.join(", ")}: --contenders takes ${allContenders.map((s) => s.key).join(", ")}`
+    )
   }
-  log("installing the Effect 4 contender: npm ci --prefix bench/effect4")
-  try {
-    execFileSync("npm", ["ci", "--prefix", folder, "--no-audit", "--no-fund", "--loglevel=error"], {
-      cwd: rootDir,
-      stdio: ["ignore", "ignore", "inherit"],
-      timeout: 180_000
-    })
-    return { ok: true, note: "installed with npm ci", ms: Date.now() - started }
-  } catch (error) {
-    return { ok: false, note: `npm ci --prefix bench/effect4 failed: ${String(error)}`, ms: Date.now() - started }
+  const specs = allContenders.filter((s) => contenderKeys.length === 0 || contenderKeys.includes(s.key))
+  const missing = effect4Missing()
+  if (missing.length > 0 && specs.some((s) => effect4Keys.includes(s.key))) {
+    throw new UsageError(
+      `the Effect 4 contenders (${effect4Keys.join(", ")}) run on effect4/'s node_modules, and ${missing.join(", ")} ${missing.length === 1 ? "is" : "are"} missing. ` +
+        "Install it with `npm ci` at the root (its prepare script installs effect4/) or `npm ci --prefix effect4`, " +
+        `or leave them out: --contenders ${allContenders
+          .map((s) => s.key)
+          .filter((k) => !effect4Keys.includes(k) && k !== "baseline")
+          .join(",")}`
+    )
   }
+  return specs
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,8 +298,11 @@ const runMemoryFor = async (spec: WorkerSpec, url: string, admin: Admin): Promis
 const gitRevision = (): string => {
   try {
     const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: rootDir }).toString().trim()
-    const dirty = execFileSync("git", ["status", "--porcelain", "--", "src"], { cwd: rootDir }).toString().trim()
-    return dirty === "" ? head : `${head} (src/ modified)`
+    // The sources the contenders run: the Effect 3 edition's (with the core), and the Effect 4 edition's.
+    const modified = ["src", "effect4/src"].filter(
+      (dir) => execFileSync("git", ["status", "--porcelain", "--", dir], { cwd: rootDir }).toString().trim() !== ""
+    )
+    return modified.length === 0 ? head : `${head} (${modified.map((dir) => `${dir}/`).join(", ")} modified)`
   } catch {
     return "unknown"
   }
@@ -290,11 +315,7 @@ const commandLine = (): string =>
 
 const main = async () => {
   const started = new Date()
-  const effect4 = ensureEffect4()
-  if (!effect4.ok) log(`Effect 4 contender unavailable: ${effect4.note}`)
-  const specs = allContenders.filter(
-    (s) => (contenderKeys.length === 0 || contenderKeys.includes(s.key)) && (s.key !== "effect4" || effect4.ok)
-  )
+  const specs = selectContenders()
 
   log(`starting PostgreSQL (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"})`)
   const server = await startServer()
@@ -316,7 +337,6 @@ const main = async () => {
       loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
       totalMemGB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
       server: { kind: server.kind, url: redact(server.url), ...(await admin.serverInfo()) },
-      effect4Install: effect4,
       durationS: 0
     },
     contenders: [],
@@ -329,8 +349,17 @@ const main = async () => {
   try {
     await admin.createSchema()
     for (const worker of workers) {
-      const hello = await worker.send<{ name: string; versions: Record<string, string> }>("hello", {}, 60_000)
-      results.contenders.push({ key: worker.spec.key, label: worker.spec.label, versions: hello.versions })
+      const hello = await worker.send<{ name: string; versions: Record<string, string>; node: string }>(
+        "hello",
+        {},
+        60_000
+      )
+      results.contenders.push({
+        key: worker.spec.key,
+        label: worker.spec.label,
+        versions: hello.versions,
+        node: hello.node
+      })
     }
     // A worker's first run would otherwise pay for its JIT warm-up: one unrecorded run per process first.
     if (workloads.length > 0) {
@@ -461,7 +490,7 @@ const reportFrom = values("--report")[0]
 ;(reportFrom !== undefined ? Promise.resolve().then(() => rebuildReport(reportFrom)) : main()).then(
   () => process.exit(0),
   (error) => {
-    console.error(error)
+    console.error(error instanceof UsageError ? `bench: ${error.message}` : error)
     process.exit(1)
   }
 )

@@ -2,7 +2,7 @@
  * One contender's worker process (Effect 3 and promise-based contenders): `node --import tsx
  * bench/worker.ts <contender>`. It speaks the line protocol of lib/worker-core.mjs with bench/run.ts,
  * so that each contender runs in a process of its own (no shared heap, GC or JIT state) and the
- * rounds can still interleave. The Effect 4 contender has its own worker in bench/effect4/.
+ * rounds can still interleave. The Effect 4 contenders have their own worker in bench/effect4/.
  */
 import type { ContenderAdapter } from "./lib/worker-core.mjs"
 import { serve } from "./lib/worker-core.mjs"

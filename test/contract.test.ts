@@ -163,6 +163,39 @@ describe("contract", () => {
     )
   )
 
+  it.live("C2: concurrent cancels take turns on the control connection: pg's own queue is never used", () =>
+    scenario("channel-many", (app, admin) =>
+      Effect.gen(function* () {
+        const channel = `pg-warden-control:${app}`
+        const warnings: Array<string> = []
+        const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`)
+        process.on("warning", onWarning)
+        yield* Effect.addFinalizer(() => Effect.sync(() => process.off("warning", onWarning)))
+        yield* Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const interruptAll = Effect.gen(function* () {
+            const fibers = yield* Effect.forEach(Array.from({ length: 6 }), () => Effect.fork(sql`select pg_sleep(10)`))
+            yield* waitForBackends(admin, app, (bs) => bs.filter(isRunningSleep).length === 6, { intervalMs: 5 })
+            yield* Fiber.interruptAll(fibers)
+          })
+          // The first round opens the channel (its cancels go by the protocol); the second has six
+          // cancels wanting the one channel at the same moment.
+          yield* interruptAll
+          yield* waitForBackends(admin, channel, (bs) => bs.length === 1)
+          yield* interruptAll
+          expect((yield* Effect.promise(() => admin.backends(app))).filter(isRunningSleep)).toEqual([])
+          const stats = yield* (yield* WardenPool.WardenPool).stats
+          expect(stats.counters.cancelled).toBe(12)
+          expect(stats.counters.terminated).toBe(0)
+        }).pipe(
+          Effect.provide(WardenClient.layer({ url: Redacted.make(url), applicationName: app, maxConnections: 6 }))
+        )
+        // Node reports pg's deprecated queue ("already executing a query") as a warning, once per process.
+        expect(warnings.filter((w) => /already executing a query/.test(w))).toEqual([])
+      })
+    )
+  )
+
   it.live("C4: with cancelProbe off, an unconfirmed cancel terminates the session (new PID on the server)", () =>
     scenario("c4t", (app, admin) =>
       Effect.gen(function* () {

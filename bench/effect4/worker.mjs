@@ -1,23 +1,74 @@
-// The @effect/sql-pg 4.x contender (Effect 4), in a process of its own: Effect 4 cannot share a
-// process with Effect 3. Started by bench/run.ts as `node bench/effect4/worker.mjs`; it speaks the
-// same line protocol and runs the same load driver as the other contenders (../lib/).
+// The Effect 4 contenders, each in a process of its own (Effect 4 cannot share a process with
+// Effect 3): `effect4`, @effect/sql-pg 4 (`PgClient.layer`), and `warden4`, pg-warden's Effect 4
+// edition (`WardenClient.layer` from effect4/src). Started by bench/run.ts as
+// `effect4/node_modules/.bin/node --import tsx bench/effect4/worker.mjs <effect4|warden4>`: both on
+// the Node 22 binary of effect4/ and on effect4/'s one dependency tree (effect 4.1, @effect/sql-pg 4),
+// reached through effect4/bench/modules.mjs. They speak the same line protocol and run the same load
+// driver as the other contenders (../lib/).
 //
-// `PgClient.layer` with the run's pool size and application name, library defaults otherwise. Every
+// The layer gets the run's pool size and application name, library defaults otherwise. Every
 // operation runs in its own fiber and is interrupted with `Fiber.interrupt`, exactly like the Effect 3
 // contenders (bench/contenders/effect3.ts).
-import { readFileSync } from "node:fs"
-import * as PgClient from "@effect/sql-pg/PgClient"
-import * as Cause from "effect/Cause"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
-import * as ManagedRuntime from "effect/ManagedRuntime"
-import * as Redacted from "effect/Redacted"
-import * as SqlClient from "effect/sql/SqlClient"
+import { existsSync, readFileSync } from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import {
+  Cause,
+  Effect,
+  Exit,
+  effectEntry,
+  Fiber,
+  loadWardenClient,
+  ManagedRuntime,
+  PgClient,
+  Redacted,
+  SqlClient,
+  versionOf
+} from "../../effect4/bench/modules.mjs"
 import { serve } from "../lib/worker-core.mjs"
 
-const versionOf = (name) =>
-  JSON.parse(readFileSync(new URL(`./node_modules/${name}/package.json`, import.meta.url), "utf8")).version
+const rootDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
+
+// One copy of effect, effect4/'s, or the comparison means nothing.
+const effectDir = path.join(rootDir, "effect4", "node_modules", "effect")
+if (!fileURLToPath(effectEntry).startsWith(effectDir + path.sep) || !versionOf("effect").startsWith("4.")) {
+  console.error(`effect resolves to ${effectEntry} (${versionOf("effect")}), not to effect4/node_modules/effect 4`)
+  process.exit(2)
+}
+
+/** The `pg` that pg-warden's core (src/core) drives sessions with: the root's. */
+const coreVersionOf = (name) => {
+  for (let dir = path.join(rootDir, "src", "core"); ; dir = path.dirname(dir)) {
+    const file = path.join(dir, "node_modules", name, "package.json")
+    if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")).version
+    if (path.dirname(dir) === dir) return "unknown"
+  }
+}
+
+const contenders = {
+  effect4: async () => ({
+    name: "@effect/sql-pg 4",
+    versions: { "@effect/sql-pg": versionOf("@effect/sql-pg"), effect: versionOf("effect") },
+    layer: PgClient.layer
+  }),
+  warden4: async () => ({
+    name: "pg-warden (Effect 4)",
+    versions: {
+      "pg-warden-effect4": versionOf("pg-warden-effect4"),
+      effect: versionOf("effect"),
+      "@effect/sql-pg": versionOf("@effect/sql-pg"),
+      pg: coreVersionOf("pg")
+    },
+    layer: await loadWardenClient()
+  })
+}
+
+const key = process.argv[2] ?? ""
+if (contenders[key] === undefined) {
+  console.error(`usage: worker.mjs <${Object.keys(contenders).join("|")}>`)
+  process.exit(2)
+}
+const contender = await contenders[key]()
 
 /** BEGIN, one select, one update, COMMIT. */
 const txOn = (sql, id) =>
@@ -43,11 +94,11 @@ let ops
 let client
 
 serve({
-  name: "@effect/sql-pg 4",
-  versions: { "@effect/sql-pg": versionOf("@effect/sql-pg"), effect: versionOf("effect") },
+  name: contender.name,
+  versions: contender.versions,
   async setup(args) {
     const rt = ManagedRuntime.make(
-      PgClient.layer({ url: Redacted.make(args.url), maxConnections: args.poolSize, applicationName: args.appName })
+      contender.layer({ url: Redacted.make(args.url), maxConnections: args.poolSize, applicationName: args.appName })
     )
     client = await rt.runPromise(Effect.service(SqlClient.SqlClient))
     runtime = rt

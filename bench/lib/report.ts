@@ -9,6 +9,8 @@ export interface ContenderInfo {
   readonly key: string
   readonly label: string
   readonly versions: Readonly<Record<string, string>>
+  /** `process.version` of the contender's worker (absent in runs before the Effect 4 workers had a Node of their own). */
+  readonly node?: string
 }
 
 export interface RunRecord {
@@ -63,7 +65,8 @@ export interface BenchResults {
       readonly version: string
       readonly maxConnections: number
     }
-    readonly effect4Install: { readonly ok: boolean; readonly note: string; readonly ms: number }
+    /** Only in runs from before the Effect 4 contenders moved to effect4/'s tree: how bench/effect4 was installed. */
+    readonly effect4Install?: { readonly ok: boolean; readonly note: string; readonly ms: number }
     durationS: number
   }
   contenders: Array<ContenderInfo>
@@ -85,6 +88,7 @@ export interface ContenderSummary {
   readonly opsRange: readonly [number, number] | null
   readonly vsPg: number | null
   readonly vsSqlPg: number | null
+  readonly vsSqlPg4: number | null
   readonly p50: number | null
   readonly p99: number | null
   readonly cpuUsPerOp: number | null
@@ -163,6 +167,7 @@ export const summarize = (results: BenchResults, workload: string): Array<Conten
       opsRange: minMax(res.map((r) => r.opsPerSec)),
       vsPg: ratio(runs, contender.key, "pg"),
       vsSqlPg: ratio(runs, contender.key, "sqlpg"),
+      vsSqlPg4: ratio(runs, contender.key, "effect4"),
       p50: median(res.map((r) => num(r.latencyMs.p50))),
       p99: median(res.map((r) => num(r.latencyMs.p99))),
       cpuUsPerOp: median(res.map((r) => num(r.cpu.usPerOp))),
@@ -245,11 +250,14 @@ const isAbandon = (s: ContenderSummary) => s.contender.key === "pg"
 const workloadTable = (results: BenchResults, workload: Workload): string => {
   const rows = summarize(results, workload.name)
   const interrupting = workload.interrupt !== null
+  // The reference of each edition: @effect/sql-pg 0.53 for Effect 3, @effect/sql-pg 4 for Effect 4.
+  const withSqlPg4 = rows.some((s) => s.contender.key === "effect4" && s.runs > 0)
   const header = [
     "contender",
     "ops/s median (min–max)",
     "× pg",
     "× sql-pg 0.53",
+    ...(withSqlPg4 ? ["× sql-pg 4"] : []),
     "p50 ms",
     "p99 ms",
     "CPU µs/op",
@@ -277,6 +285,7 @@ const workloadTable = (results: BenchResults, workload: Workload): string => {
       `${fmt(s.ops)}${range}`,
       times(s.vsPg),
       times(s.vsSqlPg),
+      ...(withSqlPg4 ? [times(s.vsSqlPg4)] : []),
       ms(s.p50),
       ms(s.p99),
       fmt(s.cpuUsPerOp),
@@ -426,15 +435,23 @@ const memorySection = (results: BenchResults): string => {
 
 export const markdownReport = (results: BenchResults): string => {
   const m = results.meta
-  const versions = new Map<string, string>()
-  for (const c of results.contenders) for (const [k, v] of Object.entries(c.versions)) versions.set(k, v)
+  // Per contender: the Effect 3 and Effect 4 contenders have different trees (and Nodes), so one merged list would lie.
+  const versions = results.contenders.map(
+    (c) =>
+      `  - ${c.label}: ${Object.entries(c.versions)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(", ")}${c.node !== undefined ? `; Node ${c.node}` : ""}`
+  )
   const head = [
     `# pg-warden benchmark: ${m.mode} run, ${m.date.slice(0, 10)}`,
     "",
     `- command: \`${m.command}\` (${m.durationS} s), git ${m.git}`,
-    `- machine: ${m.cpus}, ${m.totalMemGB} GB, ${m.os}, load average at start ${m.loadavg.join(" ")}; Node ${m.node}`,
+    `- machine: ${m.cpus}, ${m.totalMemGB} GB, ${m.os}, load average at start ${m.loadavg.join(" ")}; Node ${m.node}${results.contenders.some((c) => c.node !== undefined) ? " (the parent process)" : ""}`,
     `- PostgreSQL ${m.server.version} (${m.server.kind}, max_connections ${m.server.maxConnections}) on the same machine`,
-    `- versions: ${[...versions].map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    results.contenders.some((c) => c.node !== undefined)
+      ? "- versions, and the Node each contender's worker runs on:"
+      : "- versions:",
+    ...versions,
     `- method: ${m.rounds} rounds, contenders interleaved in each round (${results.contenders.map((c) => c.label).join(", ")}), each in its own process; per run a new pool, ${m.warmupMs} ms warm-up, ${m.durationMs} ms measured. Medians over rounds; "×" columns are medians of per-round ratios. Latencies are per operation including the wait for a connection. Numbers on a shared 2-core machine are noisy: compare ratios, not absolute values.`,
     ""
   ]
@@ -490,8 +507,9 @@ export const svgChart = (results: BenchResults): string => {
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
     `<text x="10" y="20" font-size="14" font-weight="bold">pg-warden benchmark (${results.meta.mode}, ${escapeXml(results.meta.date.slice(0, 10))}): medians of ${results.meta.rounds} interleaved rounds</text>`
   )
+  const legendStep = Math.min(170, (width - 20) / Math.max(1, contenders.length))
   contenders.forEach((c, i) => {
-    const x = 10 + i * 170
+    const x = 10 + i * legendStep
     out.push(
       `<rect x="${x}" y="32" width="12" height="12" fill="${palette[i % palette.length]}"/>`,
       `<text x="${x + 16}" y="42">${escapeXml(c.label)}</text>`

@@ -3,6 +3,7 @@
  * sends one command at a time with a deadline, and respawns the process when a command hangs.
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { existsSync } from "node:fs"
 import * as path from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
@@ -45,12 +46,35 @@ export const checkoutWorker = (key: string, dir: string): WorkerSpec => {
   }
 }
 
-export const effect4Worker: WorkerSpec = {
-  key: "effect4",
-  label: "@effect/sql-pg 4",
-  command: process.execPath,
-  args: ["--expose-gc", path.join(benchDir, "effect4", "worker.mjs")]
-}
+/** effect4/: pg-warden's Effect 4 edition, whose node_modules hold the Effect 4 tree and a Node 22 binary. */
+export const effect4Dir = path.join(rootDir, "effect4")
+const effect4Node = path.join(effect4Dir, "node_modules", ".bin", "node")
+
+/**
+ * What the Effect 4 workers need and is missing (empty when nothing is): effect4/node_modules, which the
+ * root's `npm ci` installs through its prepare script.
+ */
+export const effect4Missing = (): ReadonlyArray<string> =>
+  [
+    effect4Node,
+    path.join(effect4Dir, "node_modules", "effect", "package.json"),
+    path.join(effect4Dir, "node_modules", "@effect", "sql-pg", "package.json")
+  ]
+    .filter((file) => !existsSync(file))
+    .map((file) => path.relative(rootDir, file))
+
+/**
+ * An Effect 4 contender (`effect4`: @effect/sql-pg 4; `warden4`: pg-warden's Effect 4 edition):
+ * `bench/effect4/worker.mjs` on effect4/'s Node 22 (Effect 4 wants Node >= 22.19) and effect4/'s
+ * dependency tree. Both load the root's tsx (warden4 imports effect4/src/*.ts), so the two differ
+ * only in the client.
+ */
+export const effect4Worker = (key: "effect4" | "warden4", label: string): WorkerSpec => ({
+  key,
+  label,
+  command: effect4Node,
+  args: ["--expose-gc", "--import", tsxLoader, path.join(benchDir, "effect4", "worker.mjs"), key]
+})
 
 export class CommandTimeout extends Error {}
 

@@ -20,6 +20,14 @@ import { type CancelOutcome, CONTROL_APPLICATION_NAME, controlClient, destroyCli
 
 const CANCEL_SQL = "SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2"
 
+interface CancelJob {
+  readonly pid: number
+  readonly applicationName: string
+  settled: boolean
+  timer: ReturnType<typeof setTimeout> | undefined
+  readonly resolve: (outcome: CancelOutcome) => void
+}
+
 export class CancelChannel {
   private client: Pg.Client | undefined = undefined
   /** A connection being opened. */
@@ -39,7 +47,9 @@ export class CancelChannel {
 
   /**
    * Cancels the statement of backend `pid` (of `applicationName`) within `timeoutMs`. `undefined`
-   * when the channel cannot be used now: take the protocol path.
+   * when the channel cannot be used now: take the protocol path. The channel runs one statement at
+   * a time (pg's own queue is never used): cancels asked for meanwhile wait their turn, within their
+   * own deadline.
    */
   cancel(pid: number, applicationName: string, timeoutMs: number): Promise<CancelOutcome> | undefined {
     if (this.closed) return undefined
@@ -49,32 +59,60 @@ export class CancelChannel {
       return undefined
     }
     return new Promise((resolve) => {
-      let done = false
-      const finish = (outcome: CancelOutcome) => {
-        if (done) return
-        done = true
-        clearTimeout(timer)
-        resolve(outcome)
-      }
-      const timer = setTimeout(() => {
-        // A control statement that does not answer: the channel cannot be trusted any more.
-        this.drop(client)
-        finish("timeout")
+      const job: CancelJob = { pid, applicationName, settled: false, timer: undefined, resolve }
+      job.timer = setTimeout(() => {
+        // A cancel that did not answer in time: the channel cannot be trusted any more if it was
+        // this one's turn; one still waiting just gives up its place.
+        if (this.running === job) {
+          this.running = undefined
+          this.drop(client)
+        }
+        this.settle(job, "timeout")
       }, timeoutMs)
+      this.waiting.push(job)
+      this.next()
+    })
+  }
+
+  private running: CancelJob | undefined = undefined
+  private readonly waiting: Array<CancelJob> = []
+
+  private settle(job: CancelJob, outcome: CancelOutcome): void {
+    if (job.settled) return
+    job.settled = true
+    clearTimeout(job.timer)
+    job.resolve(outcome)
+    if (this.running === job) {
+      this.running = undefined
+      this.next()
+    }
+  }
+
+  /** Sends the next waiting cancel, if the channel is free. */
+  private next(): void {
+    const client = this.client
+    while (this.running === undefined && this.waiting.length > 0) {
+      const job = this.waiting.shift()!
+      if (job.settled) continue
+      if (client === undefined) {
+        this.settle(job, "failed")
+        continue
+      }
+      this.running = job
       try {
-        client.query(CANCEL_SQL, [pid, applicationName], (error, result) => {
+        client.query(CANCEL_SQL, [job.pid, job.applicationName], (error, result) => {
           if (error) {
             this.drop(client)
-            finish("failed")
+            this.settle(job, "failed")
           } else {
-            finish(result.rows[0]?.ok === true ? "delivered" : "failed")
+            this.settle(job, result.rows[0]?.ok === true ? "delivered" : "failed")
           }
         })
       } catch {
         this.drop(client)
-        finish("failed")
+        this.settle(job, "failed")
       }
-    })
+    }
   }
 
   private open(): void {
@@ -96,9 +134,20 @@ export class CancelChannel {
   }
 
   private drop(client: Pg.Client): void {
-    if (this.client === client) this.client = undefined
+    if (this.client === client) {
+      this.client = undefined
+      this.failAll()
+    }
     if (this.pending === client) this.pending = undefined
     destroyClient(client)
+  }
+
+  /** Whatever ran or waited on the channel fails now, so its session takes the protocol path at once. */
+  private failAll(): void {
+    const running = this.running
+    this.running = undefined
+    if (running !== undefined) this.settle(running, "failed")
+    for (const job of this.waiting.splice(0)) this.settle(job, "failed")
   }
 
   /** Closes the channel (Terminate message), destroying it if that takes longer than `timeoutMs`. */
@@ -107,6 +156,7 @@ export class CancelChannel {
     if (this.pending !== undefined) this.drop(this.pending)
     const client = this.client
     this.client = undefined
+    this.failAll()
     return client === undefined ? Promise.resolve() : endClient(client, timeoutMs)
   }
 }
