@@ -1,0 +1,322 @@
+/**
+ * The bodies of the shared interruption scenarios (cli/src/interruptions.ts) on Effect 4: the same
+ * scenarios, to the same `Reporter` contract, as cli/src/interruptions-effect3.ts runs them on
+ * Effect 3, written against effect 4's `SqlClient` only, so that every Effect 4 contender
+ * (pg-warden's Effect 4 edition, `@effect/sql-pg` 4) runs exactly the same code. Each body reads
+ * the server through pg-warden's `Observer` and tells its reporter what happened; it judges nothing
+ * itself.
+ *
+ * Every wait is bounded. Work that may hang is forked detached, so that a contender whose
+ * interruption never completes cannot hold the driver: the hang is reported, and the fiber is left
+ * to end whenever it does. When a hook stops the scenario, the fibers it still waits for are
+ * interrupted in the background.
+ */
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import type * as SqlClient from "effect/sql/SqlClient"
+import {
+  asyncpgRepro,
+  type Deadlines,
+  type Ending,
+  type Interruption,
+  type ProbeReport,
+  type Reporter,
+  type ReproScenario,
+  type SaturationScenario,
+  type ServerReads,
+  type StormScenario,
+  saturation as saturationScenario,
+  serverView,
+  storm as stormScenario
+} from "../../../cli/src/interruptions.js"
+import { sqlState } from "../../../src/core/errors.js"
+import { runs } from "../../../src/core/observer.js"
+
+/** A scenario ended early: a hook stopped it (the message is what it threw), or the server could not be read. */
+export class ScenarioFailure extends Data.TaggedError("ScenarioFailure")<{ readonly message: string }> {}
+
+/** What a body runs with. */
+export interface Run {
+  readonly sql: SqlClient.SqlClient
+  /** The server's view, from a session that is not a connection of the pool under test. */
+  readonly server: ServerReads
+  /** The `application_name` of the contender's connections. */
+  readonly app: string
+  readonly deadlines: Deadlines
+  readonly reporter: Reporter
+}
+
+const now = () => performance.now()
+
+const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
+
+/** Calls a hook; what it throws stops the scenario. */
+const tell = (hook: () => void): Effect.Effect<void, ScenarioFailure> =>
+  Effect.try({ try: hook, catch: (error) => new ScenarioFailure({ message: messageOf(error) }) })
+
+const read = <A>(f: () => Promise<A>): Effect.Effect<A, ScenarioFailure> =>
+  Effect.tryPromise({ try: f, catch: (error) => new ScenarioFailure({ message: messageOf(error) }) })
+
+/** Interrupts `fiber` without waiting for it to end (Effect 3's `Fiber.interruptFork`). */
+export const interruptFork = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<void> =>
+  Effect.withFiber((self) => Effect.sync(() => fiber.interruptUnsafe(self.id)))
+
+/** The fiber's exit if it has ended (Effect 3's `Fiber.poll`). */
+export const poll = <A, E>(fiber: Fiber.Fiber<A, E>): Effect.Effect<Exit.Exit<A, E> | undefined> =>
+  Effect.sync(() => fiber.pollUnsafe())
+
+/** `message (SQLSTATE code)` of an error, with the reason's tag for effect 4's `SqlError`. */
+export const describeError = (error: unknown): string => {
+  if (typeof error !== "object" || error === null) return String(error)
+  const e = error as { message?: unknown; reason?: unknown; _tag?: unknown }
+  const message = typeof e.message === "string" && e.message !== "" ? e.message : String(e._tag ?? "error")
+  const reason = (e.reason as { _tag?: unknown; cause?: unknown } | undefined) ?? undefined
+  const inner = (reason?.cause as { message?: unknown } | undefined)?.message
+  const code = sqlState(error)
+  let out = typeof reason?._tag === "string" ? `${reason._tag}: ${message}` : message
+  if (typeof inner === "string" && inner !== "" && !out.includes(inner)) out += `: ${inner}`
+  if (code !== undefined && !out.includes(code)) out += ` (SQLSTATE ${code})`
+  return out
+}
+
+/** One line for how a fiber ended. */
+export const describeExit = <A, E>(exit: Exit.Exit<A, E>): string => {
+  if (Exit.isSuccess(exit)) return "success"
+  const failure = exit.cause.reasons.find(Cause.isFailReason)
+  if (failure !== undefined) return describeError(failure.error)
+  const defect = exit.cause.reasons.find(Cause.isDieReason)
+  if (defect !== undefined) return `defect: ${describeError(defect.defect)}`
+  return Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : (Cause.pretty(exit.cause).split("\n")[0] ?? "failed")
+}
+
+/** An exit as an `Ending`. */
+export const endingOf = <A, E>(exit: Exit.Exit<A, E>): Ending => ({
+  _tag: Exit.isSuccess(exit) ? "Success" : Cause.hasInterruptsOnly(exit.cause) ? "Interrupted" : "Failure",
+  description: describeExit(exit)
+})
+
+/**
+ * Interrupts `fiber` and waits at most `deadlineMs` for it to end. `onStart` sees the record before
+ * the interruption; the record keeps being updated in the background if the fiber ends later.
+ */
+export const interruptTimed = <A, E, E2 = never>(
+  fiber: Fiber.Fiber<A, E>,
+  deadlineMs: number,
+  onStart: (interruption: Interruption) => Effect.Effect<void, E2> = () => Effect.void
+): Effect.Effect<Interruption, E2> =>
+  Effect.gen(function* () {
+    const started = now()
+    const record: Interruption = { ms: 0, done: false, hung: false, ending: undefined }
+    const ended = (exit: Exit.Exit<A, E>) => {
+      if (record.done) return
+      record.ms = now() - started
+      record.done = true
+      record.ending = endingOf(exit)
+    }
+    yield* onStart(record)
+    yield* interruptFork(fiber)
+    yield* Effect.forkDetach(Effect.map(Fiber.await(fiber), ended))
+    const exit = yield* Fiber.await(fiber).pipe(Effect.timeoutOption(deadlineMs))
+    if (exit._tag === "Some") ended(exit.value)
+    else {
+      record.hung = true
+      if (!record.done) record.ms = now() - started
+    }
+    return record
+  })
+
+/**
+ * Runs `effect` on a detached fiber that nobody interrupts and waits at most `deadlineMs` for it;
+ * without a result by then the fiber is interrupted in the background.
+ */
+export const probeTimed = <A, E>(
+  effect: Effect.Effect<A, E>,
+  deadlineMs: number,
+  what: string
+): Effect.Effect<ProbeReport> =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.forkDetach(effect)
+    const exit = yield* Fiber.await(fiber).pipe(
+      Effect.timeoutOption(deadlineMs),
+      Effect.onInterrupt(() => interruptFork(fiber))
+    )
+    if (exit._tag === "Some") return { what, deadlineMs, ending: endingOf(exit.value) }
+    yield* interruptFork(fiber)
+    return { what, deadlineMs, ending: undefined }
+  })
+
+/** `interruptTimed`, reported to `reporter` (`interrupting`, then `interrupted`). */
+export const interruptReported = <A, E>(
+  fiber: Fiber.Fiber<A, E>,
+  reporter: Reporter,
+  deadlineMs: number
+): Effect.Effect<Interruption, ScenarioFailure> =>
+  interruptTimed(fiber, deadlineMs, (interruption) => tell(() => reporter.interrupting?.(interruption))).pipe(
+    Effect.tap((interruption) => tell(() => reporter.interrupted(interruption)))
+  )
+
+/** `probeTimed`, reported to `reporter`. */
+export const probeReported = <A, E>(
+  effect: Effect.Effect<A, E>,
+  reporter: Reporter,
+  deadlineMs: number,
+  what: string
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.flatMap(probeTimed(effect, deadlineMs, what), (report) => tell(() => reporter.probe(report)))
+
+/** Interrupts `fiber`, unless `early` (its poll) says it had already ended: then that is reported instead. */
+const interruptUnlessEnded = <A, E>(
+  run: Run,
+  fiber: Fiber.Fiber<A, E>,
+  early: Exit.Exit<A, E> | undefined
+): Effect.Effect<void, ScenarioFailure> =>
+  early !== undefined
+    ? tell(() => run.reporter.endedBefore(endingOf(early)))
+    : Effect.asVoid(interruptReported(fiber, run.reporter, run.deadlines.interruptMs))
+
+/** After the interruptions: the server's view `settleMs` later, then a statement nobody interrupts. */
+const aftermath = (
+  run: Run,
+  scenario: { readonly interrupts: string; readonly probe: string }
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    yield* Effect.sleep(run.deadlines.settleMs)
+    const backends = yield* read(() => run.server.backends(run.app))
+    yield* tell(() => run.reporter.after(serverView(scenario.interrupts, backends)))
+    yield* probeReported(run.sql.unsafe(scenario.probe), run.reporter, run.deadlines.probeMs, "the next statement")
+  })
+
+const interruptInBackground = (fibers: ReadonlyArray<Fiber.Fiber<unknown, unknown>>) =>
+  Effect.forEach(fibers, (fiber) => interruptFork(fiber), { discard: true })
+
+/**
+ * `asyncpgRepro`: per iteration, the transaction is forked, interrupted `interruptAfterMs` after it
+ * started (unless it had ended), the server's view is read, and a statement nobody interrupts
+ * follows. With `budgetMs`, no new iteration starts once that much time has passed. Only when the
+ * reporter has a `ready` hook is the server read at the moment of the interruption.
+ */
+export const repro = (
+  run: Run,
+  scenario: ReproScenario = asyncpgRepro,
+  budgetMs = Number.POSITIVE_INFINITY
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const { sql, reporter } = run
+    const [first, second] = scenario.transaction
+    const started = now()
+    for (let i = 1; i <= scenario.iterations && (i === 1 || now() - started < budgetMs); i++) {
+      yield* tell(() => reporter.iteration?.(i))
+      const forkedAt = now()
+      let firstStatementMs: number | undefined
+      const fiber = yield* Effect.forkDetach(
+        sql.withTransaction(
+          sql.unsafe(first).pipe(
+            Effect.tap(() => Effect.sync(() => (firstStatementMs = now() - forkedAt))),
+            Effect.andThen(sql.unsafe(second))
+          )
+        )
+      )
+      yield* Effect.gen(function* () {
+        yield* Effect.sleep(scenario.interruptAfterMs)
+        const ready = reporter.ready
+        if (ready !== undefined) {
+          const backends = yield* read(() => run.server.backends(run.app))
+          yield* tell(() => ready({ ...serverView(scenario.interrupts, backends), expected: 1, firstStatementMs }))
+        }
+        yield* interruptUnlessEnded(run, fiber, yield* poll(fiber))
+      }).pipe(Effect.onError(() => interruptFork(fiber)))
+      yield* aftermath(run, scenario)
+    }
+  })
+
+const randomInt = (maxInclusive: number) => Math.floor(Math.random() * (maxInclusive + 1))
+
+/**
+ * `storm`: the workers run until `durationMs` has passed; a victim is interrupted (unless it had
+ * ended), every other transaction or statement is reported as a probe with `interruptMs + probeMs`
+ * to complete. Then the server's view and a statement nobody interrupts.
+ */
+export const storm = (run: Run, scenario: StormScenario = stormScenario): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const { sql, reporter, deadlines } = run
+    const end = now() + scenario.durationMs
+    const transaction = sql.withTransaction(
+      Effect.forEach(scenario.transaction, (statement) => sql.unsafe(statement), { discard: true })
+    )
+    const statement = sql.unsafe(scenario.statement)
+    const worker = Effect.gen(function* () {
+      while (now() < end) {
+        const victim = Math.random() < scenario.victimRate
+        const work: Effect.Effect<unknown, unknown> = Math.random() < 0.5 ? transaction : statement
+        if (victim) {
+          const fiber = yield* Effect.forkDetach(work)
+          yield* Effect.sleep(randomInt(scenario.maxDelayMs)).pipe(
+            Effect.andThen(poll(fiber)),
+            Effect.flatMap((early) => interruptUnlessEnded(run, fiber, early)),
+            Effect.onError(() => interruptFork(fiber))
+          )
+        } else {
+          yield* probeReported(work, reporter, deadlines.interruptMs + deadlines.probeMs, "a transaction")
+        }
+      }
+    })
+    yield* Effect.all(
+      Array.from({ length: scenario.workers }, () => worker),
+      { concurrency: "unbounded", discard: true }
+    )
+    yield* aftermath(run, scenario)
+  })
+
+/**
+ * `saturation`: the long statements are forked and the server watched until every connection runs
+ * one (`ready`); then the waiters are forked, given `queueMs` to queue, and all fibers are
+ * interrupted at once (those that had ended are reported as such). With `deadlines.stoppedWithinMs`,
+ * the server is watched meanwhile (`stopped`). Then the server's view and a statement nobody
+ * interrupts.
+ */
+export const saturation = (
+  run: Run,
+  scenario: SaturationScenario = saturationScenario
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const { sql, reporter, deadlines } = run
+    const n = scenario.connections
+    const fibers: Array<Fiber.Fiber<unknown, unknown>> = []
+    yield* Effect.gen(function* () {
+      const fork = (statement: string) =>
+        Effect.tap(Effect.forkDetach(sql.unsafe(statement)), (fiber) => Effect.sync(() => fibers.push(fiber)))
+      yield* Effect.forEach(Array.from({ length: n }), () => fork(scenario.long), { discard: true })
+      const busy = yield* read(() =>
+        run.server.waitForBackends(
+          run.app,
+          (bs) => bs.filter(runs(scenario.interrupts)).length >= n,
+          scenario.busyWithinMs
+        )
+      )
+      yield* tell(() => reporter.ready?.({ ...serverView(scenario.interrupts, busy.backends), expected: n }))
+      yield* Effect.forEach(Array.from({ length: scenario.waiters }), () => fork(scenario.waiter), { discard: true })
+      yield* Effect.sleep(scenario.queueMs)
+      const early = yield* Effect.forEach(fibers, (fiber) => poll(fiber))
+      const within = deadlines.stoppedWithinMs
+      const watch =
+        within === undefined
+          ? Effect.void
+          : Effect.gen(function* () {
+              const started = now()
+              const last = yield* read(() =>
+                run.server.waitForBackends(run.app, (bs) => !bs.some(runs(scenario.interrupts)), within)
+              )
+              const view = { ...serverView(scenario.interrupts, last.backends), ok: last.ok, ms: now() - started }
+              yield* tell(() => reporter.stopped?.(view))
+            })
+      const interruptions = Effect.forEach(fibers, (fiber, i) => interruptUnlessEnded(run, fiber, early[i]), {
+        concurrency: "unbounded",
+        discard: true
+      })
+      yield* Effect.all([watch, interruptions], { concurrency: "unbounded", discard: true })
+    }).pipe(Effect.onError(() => interruptInBackground(fibers)))
+    yield* aftermath(run, scenario)
+  })
