@@ -251,4 +251,32 @@ describe("WardenClient.layer (Effect 4)", () => {
       expect(typeof notification.processId).toBe("number")
     }).pipe(Effect.provide(warden(uniqueAppName("e4-listen"))))
   )
+  it.live("onConnect sets the session's baseline; a lease's SET does not reach the next borrower (C8)", () =>
+    Effect.gen(function* () {
+      const sql = yield* SqlClient.SqlClient
+      const setting = (name: string) =>
+        Effect.map(sql<{ value: string }>`select current_setting(${name}) as value`, (rows) => rows[0]!.value)
+      expect(yield* setting("search_path")).toBe("pg_catalog, public")
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const conn = yield* sql.reserve
+          yield* conn.executeRaw("SET search_path = pg_catalog", [])
+          yield* conn.executeRaw("SET work_mem = '7MB'", [])
+        })
+      )
+      // A pool of one: the same backend, reset to the baseline the hook left.
+      expect(yield* setting("search_path")).toBe("pg_catalog, public")
+      expect(yield* setting("work_mem")).not.toBe("7MB")
+      const stats = yield* (yield* WardenPool.WardenPool).stats
+      expect(stats.counters.reset).toBeGreaterThanOrEqual(1)
+      expect(stats.counters.created).toBe(1)
+    }).pipe(
+      Effect.provide(
+        warden(uniqueAppName("e4-onconnect"), {
+          maxConnections: 1,
+          onConnect: (sql) => sql`SET search_path = pg_catalog, public`
+        })
+      )
+    )
+  )
 })
