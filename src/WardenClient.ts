@@ -37,6 +37,7 @@ import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
 import { CoreError } from "./core/errors.js"
 import { ListenHub } from "./core/listen.js"
+import * as CoreOptions from "./core/options.js"
 import { Pool } from "./core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
 import * as Core from "./internal/effect.js"
@@ -48,34 +49,14 @@ import * as WardenPool from "./WardenPool.js"
 /**
  * Server-side safety settings sent in every session's startup packet (defence in depth for
  * when even the out-of-band terminate cannot reach the server). `false` sends none, for
- * proxies that refuse startup options.
+ * proxies that refuse startup options. Fields: `idleInTransactionSessionTimeout` (default 60 s),
+ * `clientConnectionCheckInterval` (default 1 s), `tcpKeepalives` (default idle 30 s, interval
+ * 10 s, count 3); `null` leaves the server's value.
  *
  * @since 0.1.0
  * @category models
  */
-export interface ServerSafety {
-  /** `idle_in_transaction_session_timeout`. Default 60 s. `null` leaves the server's value. */
-  readonly idleInTransactionSessionTimeout?: Duration.DurationInput | null | undefined
-  /**
-   * `client_connection_check_interval` (PostgreSQL 14+; dropped automatically on older
-   * servers): how often a running statement checks that its client is still there.
-   * Default 1 s. `null` leaves the server's value.
-   */
-  readonly clientConnectionCheckInterval?: Duration.DurationInput | null | undefined
-  /**
-   * Server-side TCP keepalive (`tcp_keepalives_idle`, `_interval`, `_count`), so a backend
-   * orphaned by a partition is reaped. Default idle 30 s, interval 10 s, count 3. `null`
-   * leaves the server's values.
-   */
-  readonly tcpKeepalives?:
-    | {
-        readonly idle: Duration.DurationInput
-        readonly interval: Duration.DurationInput
-        readonly count: number
-      }
-    | null
-    | undefined
-}
+export type ServerSafety = CoreOptions.ServerSafetyOptions<Duration.DurationInput>
 
 /**
  * The configuration: every field of `@effect/sql-pg`'s `PgClientConfig`, plus pg-warden's
@@ -84,19 +65,7 @@ export interface ServerSafety {
  * @since 0.1.0
  * @category models
  */
-export interface WardenClientConfig extends PgClient.PgClientConfig {
-  /** How long a fiber may wait for a connection before failing with `AcquireTimeout`. Default 10 s. */
-  readonly acquireTimeout?: Duration.DurationInput | undefined
-  /** Deadline to deliver a protocol CancelRequest (fresh socket, server closes it). Default 500 ms. */
-  readonly cancelTimeout?: Duration.DurationInput | undefined
-  /** Deadline for a cancelled statement (or a pending ReadyForQuery) to settle. Default 1 s. */
-  readonly drainTimeout?: Duration.DurationInput | undefined
-  /** Deadline for the ROLLBACK of a transaction left open. Default 1 s. */
-  readonly rollbackTimeout?: Duration.DurationInput | undefined
-  /** Deadline for the out-of-band `pg_terminate_backend` (and graceful close). Default 1 s. */
-  readonly terminateTimeout?: Duration.DurationInput | undefined
-  /** See {@link ServerSafety}. Default: all on. */
-  readonly serverSafety?: ServerSafety | false | undefined
+export interface WardenClientConfig extends PgClient.PgClientConfig, CoreOptions.WardenOptions<Duration.DurationInput> {
   /**
    * How many parameterised statements each connection keeps prepared (named), so the server
    * parses and plans them once per connection. Default 256; 0 turns it off (for example
@@ -105,45 +74,12 @@ export interface WardenClientConfig extends PgClient.PgClientConfig {
    */
   readonly statementCacheSize?: number | undefined
   /**
-   * When an interrupted statement finishes before its CancelRequest reaches the server, the
-   * cancel may still be pending on the backend. With `cancelProbe` (default true) one
-   * `SELECT 1` on that session, before anyone else can have it, consumes or confirms it and the
-   * session is reused; with `false` such a session is terminated. Keep the default when the
-   * client talks to PostgreSQL itself (PostgreSQL closes the cancel socket only after it has
-   * signalled the backend); set `false` behind a proxy that acknowledges a CancelRequest before
-   * it reaches the server.
-   */
-  readonly cancelProbe?: boolean | undefined
-  /**
-   * Cancel statements with `pg_cancel_backend` over one control connection of the pool's own
-   * (outside its slots, opened at the first cancel, closed with the pool) instead of a protocol
-   * CancelRequest on a new connection each time: about 1.5 ms instead of a connection and a server
-   * process per cancel. Used only for connections whose backend PID the server confirmed at
-   * connect (not behind PgBouncer) and whose backend still shows the pool's application name;
-   * the protocol CancelRequest is the fallback. Default true; `false` always uses the protocol.
-   */
-  readonly cancelChannel?: boolean | undefined
-  /**
-   * When a lease's session is reset to its baseline before the next borrower gets it (C8):
-   * `"auto"` (default) after a lease whose statements may have changed session state (SET,
-   * `set_config`, session advisory locks, temporary tables, PREPARE, LISTEN, WITH HOLD cursors, a
-   * function pg-warden does not know, …); `"always"` after every lease that ran a statement, for
-   * code that changes session state where no statement shows it (a trigger calling `set_config`).
-   */
-  readonly sessionReset?: "auto" | "always" | undefined
-  /** Deadline for resetting a session's state (C8). Default 1 s. */
-  readonly resetTimeout?: Duration.DurationInput | undefined
-  /**
    * Runs on every new connection before its first use, with an `SqlClient` whose statements run on
    * that connection (for `search_path`, a role, settings). Bounded by `connectTimeout`; a failure
    * fails the connection attempt. The settings and role it leaves are the session's baseline: every
    * reset restores them.
    */
   readonly onConnect?: ((sql: Client.SqlClient) => Effect.Effect<unknown, SqlError>) | undefined
-  /** `statement_timeout` of every session, sent in the startup packet. Default: the server's. */
-  readonly statementTimeout?: Duration.DurationInput | undefined
-  /** `lock_timeout` of every session, sent in the startup packet. Default: the server's. */
-  readonly lockTimeout?: Duration.DurationInput | undefined
   /**
    * Further run-time parameters for the startup packet (`{ work_mem: "64MB" }`). A parameter also
    * set by pg-warden's safety defaults takes the value given here; the same parameter given
@@ -185,58 +121,29 @@ const ATTR_SERVER_ADDRESS = "server.address"
 const ATTR_SERVER_PORT = "server.port"
 
 /** pg-warden's options as the core takes them: durations in milliseconds, the password revealed. */
-const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => {
-  const ms = (input: Duration.DurationInput | undefined): number | undefined =>
-    input === undefined ? undefined : Duration.toMillis(Duration.decode(input))
-  const safety = config.serverSafety
-  return {
-    url: config.url ? Redacted.value(config.url) : undefined,
-    host: config.host,
-    port: config.port,
-    database: config.database,
-    user: config.username,
-    password: config.password !== undefined ? Redacted.value(config.password) : undefined,
-    ssl: config.ssl as Pg.ClientConfig["ssl"],
-    types: config.types,
-    stream: config.stream as Pg.ClientConfig["stream"],
-    maxConnections: config.maxConnections,
-    minConnections: config.minConnections,
-    connectTimeout: ms(config.connectTimeout),
-    acquireTimeout: ms(config.acquireTimeout),
-    idleTimeout: ms(config.idleTimeout),
-    connectionTTL: ms(config.connectionTTL),
-    cancelTimeout: ms(config.cancelTimeout),
-    drainTimeout: ms(config.drainTimeout),
-    rollbackTimeout: ms(config.rollbackTimeout),
-    resetTimeout: ms(config.resetTimeout),
-    terminateTimeout: ms(config.terminateTimeout),
-    applicationName: config.applicationName,
-    statementCacheSize: config.statementCacheSize,
-    cancelProbe: config.cancelProbe,
-    cancelChannel: config.cancelChannel,
-    sessionReset: config.sessionReset,
-    serverSafety:
-      safety === false || safety === undefined
-        ? safety
-        : {
-            idleInTransactionSessionTimeout:
-              safety.idleInTransactionSessionTimeout === null ? null : ms(safety.idleInTransactionSessionTimeout),
-            clientConnectionCheckInterval:
-              safety.clientConnectionCheckInterval === null ? null : ms(safety.clientConnectionCheckInterval),
-            tcpKeepalives:
-              safety.tcpKeepalives === null || safety.tcpKeepalives === undefined
-                ? safety.tcpKeepalives
-                : {
-                    idle: ms(safety.tcpKeepalives.idle)!,
-                    interval: ms(safety.tcpKeepalives.interval)!,
-                    count: safety.tcpKeepalives.count
-                  }
-          },
-    statementTimeout: ms(config.statementTimeout),
-    lockTimeout: ms(config.lockTimeout),
-    startupParameters: config.startupParameters
-  }
-}
+const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => ({
+  url: config.url ? Redacted.value(config.url) : undefined,
+  host: config.host,
+  port: config.port,
+  database: config.database,
+  user: config.username,
+  password: config.password !== undefined ? Redacted.value(config.password) : undefined,
+  ssl: config.ssl as Pg.ClientConfig["ssl"],
+  types: config.types,
+  stream: config.stream as Pg.ClientConfig["stream"],
+  maxConnections: config.maxConnections,
+  minConnections: config.minConnections,
+  connectTimeout: ms(config.connectTimeout),
+  idleTimeout: ms(config.idleTimeout),
+  connectionTTL: ms(config.connectionTTL),
+  applicationName: config.applicationName,
+  statementCacheSize: config.statementCacheSize,
+  startupParameters: config.startupParameters,
+  ...CoreOptions.wardenInput(config, (input) => Duration.toMillis(Duration.decode(input)))
+})
+
+const ms = (input: Duration.DurationInput | undefined): number | undefined =>
+  input === undefined ? undefined : Duration.toMillis(Duration.decode(input))
 
 /** Validates the configuration (in the core) and derives the pool's and `PgClient.config`. */
 const resolveConfig = (

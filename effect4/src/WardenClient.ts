@@ -31,6 +31,7 @@ import * as CoreConfig from "../../src/core/config.js"
 import { checkDriver } from "../../src/core/driver.js"
 import { CoreError } from "../../src/core/errors.js"
 import { ListenHub } from "../../src/core/listen.js"
+import * as CoreOptions from "../../src/core/options.js"
 import { Pool } from "../../src/core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "../../src/core/session.js"
 import * as Core from "./internal/core.js"
@@ -39,22 +40,14 @@ import * as WardenPool from "./WardenPool.js"
 
 /**
  * Server-side safety settings sent in every session's startup packet. `false` sends none, for
- * proxies that refuse startup options.
+ * proxies that refuse startup options. Fields: `idleInTransactionSessionTimeout` (default 60 s),
+ * `clientConnectionCheckInterval` (default 1 s), `tcpKeepalives` (default idle 30 s, interval 10 s,
+ * count 3); `null` leaves the server's value.
  *
  * @since 0.1.0
  * @category models
  */
-export interface ServerSafety {
-  /** `idle_in_transaction_session_timeout`. Default 60 s. `null` leaves the server's value. */
-  readonly idleInTransactionSessionTimeout?: Duration.Input | null | undefined
-  /** `client_connection_check_interval` (PostgreSQL 14+). Default 1 s. `null` leaves the server's value. */
-  readonly clientConnectionCheckInterval?: Duration.Input | null | undefined
-  /** Server-side TCP keepalive. Default idle 30 s, interval 10 s, count 3. `null` leaves the server's values. */
-  readonly tcpKeepalives?:
-    | { readonly idle: Duration.Input; readonly interval: Duration.Input; readonly count: number }
-    | null
-    | undefined
-}
+export type ServerSafety = CoreOptions.ServerSafetyOptions<Duration.Input>
 
 /**
  * The configuration: every field of `@effect/sql-pg` 4's `PgPoolConfig`, plus pg-warden's acquire
@@ -66,33 +59,13 @@ export interface ServerSafety {
  * @since 0.1.0
  * @category models
  */
-export interface WardenClientConfig extends PgClient.PgPoolConfig {
-  /** How long a fiber may wait for a connection before failing. Default 10 s. */
-  readonly acquireTimeout?: Duration.Input | undefined
-  /** Deadline to deliver a cancel. Default 500 ms. */
-  readonly cancelTimeout?: Duration.Input | undefined
-  /** Deadline for a cancelled statement to settle. Default 1 s. */
-  readonly drainTimeout?: Duration.Input | undefined
-  /** Deadline for the ROLLBACK of a transaction left open. Default 1 s. */
-  readonly rollbackTimeout?: Duration.Input | undefined
-  /** Deadline for resetting a session's state. Default 1 s. */
-  readonly resetTimeout?: Duration.Input | undefined
-  /** Deadline for the out-of-band `pg_terminate_backend`. Default 1 s. */
-  readonly terminateTimeout?: Duration.Input | undefined
-  /** See {@link ServerSafety}. Default: all on. */
-  readonly serverSafety?: ServerSafety | false | undefined
-  /** Probe a session whose cancel may still be pending instead of terminating it. Default true. */
-  readonly cancelProbe?: boolean | undefined
-  /** Cancel through one control connection of the pool's own. Default true. */
-  readonly cancelChannel?: boolean | undefined
-  /** When a lease's session is reset to its baseline: `"auto"` (default) or `"always"`. */
-  readonly sessionReset?: "auto" | "always" | undefined
-  /** Runs on every new connection before its first use, with an `SqlClient` on that connection. */
+export interface WardenClientConfig extends PgClient.PgPoolConfig, CoreOptions.WardenOptions<Duration.Input> {
+  /**
+   * Runs on every new connection before its first use, with an `SqlClient` whose statements run on
+   * that connection. Bounded by `connectTimeout`; the settings and role it leaves are the session's
+   * baseline, which every reset restores.
+   */
   readonly onConnect?: ((sql: Client.SqlClient) => Effect.Effect<unknown, SqlError>) | undefined
-  /** `statement_timeout` of every session, sent in the startup packet. */
-  readonly statementTimeout?: Duration.Input | undefined
-  /** `lock_timeout` of every session, sent in the startup packet. */
-  readonly lockTimeout?: Duration.Input | undefined
 }
 
 /**
@@ -147,7 +120,6 @@ const passwordOf = (password: WardenClientConfig["password"]): Pg.ClientConfig["
 const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => {
   const refused = refusals(config)
   if (refused.length > 0) throw invalid(refused.join("; "))
-  const safety = config.serverSafety
   const socket = config.path !== undefined ? socketOf(config.path) : undefined
   return {
     url: config.url ? Redacted.value(config.url) : undefined,
@@ -162,40 +134,13 @@ const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => {
     maxConnections: config.maxConnections,
     minConnections: config.minConnections,
     connectTimeout: ms(config.connectTimeout),
-    acquireTimeout: ms(config.acquireTimeout),
     idleTimeout: ms(config.idleTimeout),
     connectionTTL: ms(config.connectionTTL),
-    cancelTimeout: ms(config.cancelTimeout),
-    drainTimeout: ms(config.drainTimeout),
-    rollbackTimeout: ms(config.rollbackTimeout),
-    resetTimeout: ms(config.resetTimeout),
-    terminateTimeout: ms(config.terminateTimeout),
     applicationName: config.applicationName ?? config.startupParameters?.application_name,
     statementCacheSize: config.prepare === false ? 0 : config.preparedStatementCacheSize,
-    cancelProbe: config.cancelProbe,
-    cancelChannel: config.cancelChannel,
-    sessionReset: config.sessionReset,
-    serverSafety:
-      safety === false || safety === undefined
-        ? safety
-        : {
-            idleInTransactionSessionTimeout:
-              safety.idleInTransactionSessionTimeout === null ? null : ms(safety.idleInTransactionSessionTimeout),
-            clientConnectionCheckInterval:
-              safety.clientConnectionCheckInterval === null ? null : ms(safety.clientConnectionCheckInterval),
-            tcpKeepalives:
-              safety.tcpKeepalives === null || safety.tcpKeepalives === undefined
-                ? safety.tcpKeepalives
-                : {
-                    idle: ms(safety.tcpKeepalives.idle)!,
-                    interval: ms(safety.tcpKeepalives.interval)!,
-                    count: safety.tcpKeepalives.count
-                  }
-          },
-    statementTimeout: ms(config.statementTimeout),
-    lockTimeout: ms(config.lockTimeout),
     startupParameters: config.startupParameters,
-    startupOptions: config.startupOptions
+    startupOptions: config.startupOptions,
+    ...CoreOptions.wardenInput(config, (input) => Duration.toMillis(Duration.fromInputUnsafe(input)))
   }
 }
 

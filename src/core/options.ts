@@ -1,0 +1,129 @@
+/**
+ * pg-warden's own options, declared once for every edition: each edition spells a duration its own
+ * way (Effect 3's `DurationInput`, Effect 4's `Duration.Input`), so the options are generic over it,
+ * and `wardenInput` turns them into the core's milliseconds with the edition's conversion.
+ *
+ * @internal
+ */
+import type { ConfigInput, SafetyInput } from "./config.js"
+
+/**
+ * Server-side safety settings sent in every session's startup packet (defence in depth for when even
+ * the out-of-band terminate cannot reach the server). `false` sends none, for proxies that refuse
+ * startup options.
+ */
+export interface ServerSafetyOptions<D> {
+  /** `idle_in_transaction_session_timeout`. Default 60 s. `null` leaves the server's value. */
+  readonly idleInTransactionSessionTimeout?: D | null | undefined
+  /**
+   * `client_connection_check_interval` (PostgreSQL 14+; dropped automatically on older servers): how
+   * often a running statement checks that its client is still there. Default 1 s. `null` leaves the
+   * server's value.
+   */
+  readonly clientConnectionCheckInterval?: D | null | undefined
+  /**
+   * Server-side TCP keepalive (`tcp_keepalives_idle`, `_interval`, `_count`), so a backend orphaned
+   * by a partition is reaped. Default idle 30 s, interval 10 s, count 3. `null` leaves the server's
+   * values.
+   */
+  readonly tcpKeepalives?: { readonly idle: D; readonly interval: D; readonly count: number } | null | undefined
+}
+
+/** The options pg-warden adds to `@effect/sql-pg`'s configuration, in every edition. */
+export interface WardenOptions<D> {
+  /** How long a fiber may wait for a connection before failing with `AcquireTimeout`. Default 10 s. */
+  readonly acquireTimeout?: D | undefined
+  /** Deadline to deliver a protocol CancelRequest (fresh socket, server closes it). Default 500 ms. */
+  readonly cancelTimeout?: D | undefined
+  /** Deadline for a cancelled statement (or a pending ReadyForQuery) to settle. Default 1 s. */
+  readonly drainTimeout?: D | undefined
+  /** Deadline for the ROLLBACK of a transaction left open. Default 1 s. */
+  readonly rollbackTimeout?: D | undefined
+  /** Deadline for resetting a session's state (C8). Default 1 s. */
+  readonly resetTimeout?: D | undefined
+  /** Deadline for the out-of-band `pg_terminate_backend` (and graceful close). Default 1 s. */
+  readonly terminateTimeout?: D | undefined
+  /** See {@link ServerSafetyOptions}. Default: all on. */
+  readonly serverSafety?: ServerSafetyOptions<D> | false | undefined
+  /**
+   * When an interrupted statement finishes before its CancelRequest reaches the server, the cancel
+   * may still be pending on the backend. With `cancelProbe` (default true) one `SELECT 1` on that
+   * session, before anyone else can have it, consumes or confirms it and the session is reused; with
+   * `false` such a session is terminated. Keep the default when the client talks to PostgreSQL
+   * itself (PostgreSQL closes the cancel socket only after it has signalled the backend); set `false`
+   * behind a proxy that acknowledges a CancelRequest before it reaches the server.
+   */
+  readonly cancelProbe?: boolean | undefined
+  /**
+   * Cancel statements with `pg_cancel_backend` over one control connection of the pool's own
+   * (outside its slots, opened at the first cancel, closed with the pool) instead of a protocol
+   * CancelRequest on a new connection each time: about 1.5 ms instead of a connection and a server
+   * process per cancel. Used only for connections whose backend PID the server confirmed at connect
+   * (not behind PgBouncer) and whose backend still shows the pool's application name; the protocol
+   * CancelRequest is the fallback. Default true; `false` always uses the protocol.
+   */
+  readonly cancelChannel?: boolean | undefined
+  /**
+   * When a lease's session is reset to its baseline before the next borrower gets it (C8): `"auto"`
+   * (default) after a lease whose statements may have changed session state (SET, `set_config`,
+   * session advisory locks, temporary tables, PREPARE, LISTEN, WITH HOLD cursors, a function
+   * pg-warden does not know, …); `"always"` after every lease that ran a statement, for code that
+   * changes session state where no statement shows it (a trigger calling `set_config`).
+   */
+  readonly sessionReset?: "auto" | "always" | undefined
+  /** `statement_timeout` of every session, sent in the startup packet. Default: the server's. */
+  readonly statementTimeout?: D | undefined
+  /** `lock_timeout` of every session, sent in the startup packet. Default: the server's. */
+  readonly lockTimeout?: D | undefined
+}
+
+/** The core's input for pg-warden's own options, durations converted by `ms`. */
+export const wardenInput = <D>(
+  options: WardenOptions<D>,
+  ms: (duration: D) => number
+): Pick<
+  ConfigInput,
+  | "acquireTimeout"
+  | "cancelTimeout"
+  | "drainTimeout"
+  | "rollbackTimeout"
+  | "resetTimeout"
+  | "terminateTimeout"
+  | "serverSafety"
+  | "cancelProbe"
+  | "cancelChannel"
+  | "sessionReset"
+  | "statementTimeout"
+  | "lockTimeout"
+> => {
+  const opt = (duration: D | undefined) => (duration === undefined ? undefined : ms(duration))
+  const safety = options.serverSafety
+  const keepalives = safety === false || safety === undefined ? undefined : safety.tcpKeepalives
+  const serverSafety: SafetyInput | false | undefined =
+    safety === false || safety === undefined
+      ? safety
+      : {
+          idleInTransactionSessionTimeout:
+            safety.idleInTransactionSessionTimeout === null ? null : opt(safety.idleInTransactionSessionTimeout),
+          clientConnectionCheckInterval:
+            safety.clientConnectionCheckInterval === null ? null : opt(safety.clientConnectionCheckInterval),
+          tcpKeepalives:
+            keepalives === null || keepalives === undefined
+              ? keepalives
+              : { idle: ms(keepalives.idle), interval: ms(keepalives.interval), count: keepalives.count }
+        }
+  return {
+    acquireTimeout: opt(options.acquireTimeout),
+    cancelTimeout: opt(options.cancelTimeout),
+    drainTimeout: opt(options.drainTimeout),
+    rollbackTimeout: opt(options.rollbackTimeout),
+    resetTimeout: opt(options.resetTimeout),
+    terminateTimeout: opt(options.terminateTimeout),
+    serverSafety,
+    cancelProbe: options.cancelProbe,
+    cancelChannel: options.cancelChannel,
+    sessionReset: options.sessionReset,
+    statementTimeout: opt(options.statementTimeout),
+    lockTimeout: opt(options.lockTimeout)
+  }
+}
