@@ -31,9 +31,10 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Interruptions from "../../cli/src/interruptions.js"
-import { allRunning, type Deadlines, type Reporter, ScenarioStop } from "../../cli/src/interruptions.js"
+import { allRunning, type Deadlines, type Reporter } from "../../cli/src/interruptions.js"
 import * as Bodies from "../../cli/src/interruptions-effect3.js"
 import { Admin, type Backend, uniqueAppName } from "../support/admin.js"
+import { interruptionLimits, need, STRICT } from "./judging.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Model
@@ -221,27 +222,6 @@ const noBackendsLeft = (ctx: CaseContext) =>
  * The interruption scenarios the demo shows are defined once (cli/src/interruptions.ts) and run here by their shared
  * body; the case judges what the body reports, with these limits (the demo's are its own: it reports, it never stops).
  */
-const STRICT: Deadlines = { interruptMs: 3_000, probeMs: 1_000, settleMs: 0 }
-
-/** A reporter hook's assertion: stops the scenario with `message` unless `condition` holds. */
-const need = (condition: boolean, message: string): void => {
-  if (!condition) throw new ScenarioStop(message)
-}
-
-/** Every interrupted fiber ends within `STRICT.interruptMs`, none ends before it is interrupted, every probe succeeds. */
-const interruptionLimits = (where: () => string): Pick<Reporter, "endedBefore" | "interrupted" | "probe"> => ({
-  endedBefore: (ending) => need(false, `${where()}a fiber ended before it was interrupted: ${ending.description}`),
-  interrupted: (interruption) => {
-    need(!interruption.hung, `${where()}interruption: not done within ${STRICT.interruptMs} ms`)
-    need(interruption.ms < STRICT.interruptMs, `${where()}interruption took ${Math.round(interruption.ms)} ms`)
-  },
-  probe: (report) =>
-    need(
-      report.ending?._tag === "Success",
-      `${where()}${report.what} after the interruption: ${report.ending?.description ?? `no result within ${report.deadlineMs} ms`}`
-    )
-})
-
 /** Runs a shared scenario's body; what stopped it is the case's failure. */
 const scenario = (
   ctx: CaseContext,

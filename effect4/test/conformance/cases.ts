@@ -7,9 +7,10 @@
  * faults that make sense for any contender (a network blackhole, a frozen backend, a cancel sent by
  * someone else). The scenarios shared with the demo and `pg-warden check` (the asyncpg report,
  * saturation, the storm) are the same data (cli/src/interruptions.ts), run by their Effect 4 bodies
- * (../support/interruptions-effect4.ts). The Effect 3 suite's judging lives in an Effect 3 module, so
- * it cannot be imported here: its limits are repeated below, identical (`STRICT`, `interruptionLimits`,
- * the hooks of each case, and every other number).
+ * (../support/interruptions-effect4.ts), and judged with the Effect 3 suite's limits
+ * (test/conformance/judging.ts: `STRICT`, `interruptionLimits`). The cases themselves are still a port
+ * of the Effect 3 ones, with the same hooks and numbers; moving them to data plus Effect-free judging,
+ * driven by a thin body per edition, is the next step.
  *
  * Rules for cases:
  * - only the `SqlClient` API (so both contenders run them);
@@ -37,9 +38,10 @@ import * as Scope from "effect/Scope"
 import * as SqlClient from "effect/sql/SqlClient"
 import type { Connection } from "effect/sql/SqlConnection"
 import * as Interruptions from "../../../cli/src/interruptions.js"
-import { allRunning, type Deadlines, type Reporter, ScenarioStop } from "../../../cli/src/interruptions.js"
+import { allRunning, type Deadlines, type Reporter } from "../../../cli/src/interruptions.js"
 import { cleanupBoundMs } from "../../../src/core/config.js"
 import { sqlState } from "../../../src/core/errors.js"
+import { interruptionLimits, need, STRICT } from "../../../test/conformance/judging.js"
 import { Admin, type Backend, uniqueAppName } from "../../../test/support/admin.js"
 import { type FaultProxy, startProxy } from "../../../test/support/proxy.js"
 import * as Bodies from "../support/interruptions-effect4.js"
@@ -254,27 +256,6 @@ const faultProxy = (ctx: CaseContext): Effect.Effect<FaultProxy, CaseFailure, Sc
  * The interruption scenarios the demo shows are defined once (cli/src/interruptions.ts) and run here by their
  * Effect 4 body; the case judges what the body reports, with the limits of the Effect 3 suite.
  */
-const STRICT: Deadlines = { interruptMs: 3_000, probeMs: 1_000, settleMs: 0 }
-
-/** A reporter hook's assertion: stops the scenario with `message` unless `condition` holds. */
-const need = (condition: boolean, message: string): void => {
-  if (!condition) throw new ScenarioStop(message)
-}
-
-/** Every interrupted fiber ends within `STRICT.interruptMs`, none ends before it is interrupted, every probe succeeds. */
-const interruptionLimits = (where: () => string): Pick<Reporter, "endedBefore" | "interrupted" | "probe"> => ({
-  endedBefore: (ending) => need(false, `${where()}a fiber ended before it was interrupted: ${ending.description}`),
-  interrupted: (interruption) => {
-    need(!interruption.hung, `${where()}interruption: not done within ${STRICT.interruptMs} ms`)
-    need(interruption.ms < STRICT.interruptMs, `${where()}interruption took ${Math.round(interruption.ms)} ms`)
-  },
-  probe: (report) =>
-    need(
-      report.ending?._tag === "Success",
-      `${where()}${report.what} after the interruption: ${report.ending?.description ?? `no result within ${report.deadlineMs} ms`}`
-    )
-})
-
 /** Runs a shared scenario's body; what stopped it is the case's failure. */
 const scenario = (
   ctx: CaseContext,
