@@ -22,10 +22,10 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Pool from "effect/Pool"
 import * as Scope from "effect/Scope"
-import { type Member, type Place, Pool as WardenPool } from "../src/core/pool.js"
-import type { ReleaseOutcome } from "../src/core/session.js"
+import { Pool as WardenPool } from "../src/core/pool.js"
 import { WardenClient } from "../src/index.js"
 import * as Core from "../src/internal/effect.js"
+import { StubMember } from "../test/support/stub-member.js"
 import { FreeList } from "./lib/free-list.js"
 import { median, minMax, percentiles } from "./lib/stats.js"
 import { StubPgStream } from "./lib/stub-stream.js"
@@ -69,32 +69,6 @@ const scoped = async <A, E>(
   const scope = Effect.runSync(Scope.make())
   const value = await Effect.runPromise(Scope.extend(make, scope))
   return { value, close: () => Effect.runPromise(Scope.close(scope, Exit.void)) }
-}
-
-/** A pool member with nothing behind it: always clean, released as is. */
-class StubMember implements Member {
-  place: Place = "new"
-  lost: unknown = undefined
-  revoked: string | undefined = undefined
-  expiresAt = Number.POSITIVE_INFINITY
-  idleSince = Date.now()
-  readonly createdAt = Date.now()
-  cancelledDuringLease = false
-  beginPending = false
-  onLost: ((member: any) => void) | undefined = undefined
-  readonly clean = true
-  readonly settled = true
-  constructor(readonly pid: number) {}
-  release(): Promise<ReleaseOutcome> {
-    return Promise.resolve("reused")
-  }
-  close(): Promise<void> {
-    return Promise.resolve()
-  }
-  terminate(): Promise<void> {
-    return Promise.resolve()
-  }
-  abort(): void {}
 }
 
 const impls: ReadonlyArray<Impl> = [

@@ -7,43 +7,32 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import { type Member, type Place, Pool, type PoolConfig } from "../src/core/pool.js"
+import { Pool, type PoolConfig } from "../src/core/pool.js"
 import type { ReleaseOutcome } from "../src/core/session.js"
 import * as Core from "../src/internal/effect.js"
 import * as WardenError from "../src/WardenError.js"
+import { StubMember } from "./support/stub-member.js"
 
-/** A member with nothing behind it; what the pool does to it is recorded. */
-class Stub implements Member {
-  place: Place = "new"
-  lost: unknown = undefined
-  revoked: string | undefined = undefined
-  expiresAt = Number.POSITIVE_INFINITY
-  idleSince = Date.now()
-  readonly createdAt = Date.now()
-  cancelledDuringLease = false
-  beginPending = false
-  onLost: ((member: any) => void) | undefined = undefined
-  clean = true
-  readonly settled = true
+/** A stub member whose dealings with the pool are recorded. */
+class Stub extends StubMember {
   /** What `release` does: resolve at once with an outcome, or never. */
   releaseWith: ReleaseOutcome | "never" = "reused"
   readonly events: Array<string> = []
-  constructor(readonly pid: number) {}
-  release(): Promise<ReleaseOutcome> {
+  override release(): Promise<ReleaseOutcome> {
     this.events.push("release")
     const outcome = this.releaseWith
     // The deliberate bug: a cleanup step with no timer of its own that never finishes.
     return outcome === "never" ? new Promise<never>(() => {}) : Promise.resolve(outcome)
   }
-  close(): Promise<void> {
+  override close(): Promise<void> {
     this.events.push("close")
     return Promise.resolve()
   }
-  terminate(): Promise<void> {
+  override terminate(): Promise<void> {
     this.events.push("terminate")
     return Promise.resolve()
   }
-  abort(): void {
+  override abort(): void {
     this.events.push("abort")
     this.lost = new Error("aborted")
   }
