@@ -533,6 +533,47 @@ describe("listen streams share one connection", () => {
   )
 })
 
+describe("a LISTEN session that stops answering", () => {
+  it.live("a new listen fails within the deadline, the streams on it fail, the backend ends", () =>
+    scenario("listen-frozen", (app, admin) =>
+      Effect.gen(function* () {
+        const tok = token()
+        const { sql, close } = yield* openWarden({ ...configFor(url, app), rollbackTimeout: "300 millis" })
+        const ready = yield* Deferred.make<void>()
+        const first = yield* sql.listen(`warden_lf_${tok}`).pipe(
+          Stream.tap(() => Deferred.succeed(ready, undefined)),
+          Stream.runDrain,
+          Effect.exit,
+          Effect.fork
+        )
+        yield* eventually(
+          Effect.andThen(sql.notify(`warden_lf_${tok}`, "ping"), Deferred.isDone(ready)),
+          (done) => done,
+          "the first stream received a notification"
+        )
+        const [listener] = (yield* promise(() => admin.backends(app))).filter((b) => /^LISTEN /i.test(b.query))
+        admin.freeze(listener!.pid)
+        // Whatever happens, the backend does not stay stopped (it may be gone by then).
+        yield* Effect.addFinalizer(() => Effect.ignore(Effect.try(() => admin.thaw(listener!.pid))))
+        const started = Date.now()
+        const second = yield* sql.listen(`warden_lg_${tok}`).pipe(Stream.runDrain, Effect.exit)
+        expect(Exit.isFailure(second), "the second listen fails").toBe(true)
+        expect(Date.now() - started).toBeLessThan(5_000)
+        expect(Exit.isFailure(yield* Fiber.join(first)), "the first stream fails with its session").toBe(true)
+        admin.thaw(listener!.pid)
+        yield* promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => !bs.some((b) => b.pid === listener!.pid),
+            { message: "the frozen LISTEN backend is gone" }
+          )
+        )
+        yield* close
+      })
+    )
+  )
+})
+
 /** `WardenClient.fromPool` with its `Reactivity` provided. */
 const fromPool = (options: WardenClient.WardenClientFromPoolOptions) => {
   expect(WardenClient.fromPool, "WardenClient.fromPool").toBeTypeOf("function")

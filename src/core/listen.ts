@@ -48,10 +48,27 @@ export class ListenHub {
     return this.serially(async () => {
       const session = this.session ?? (await this.open())
       if (!this.channels.has(channel)) {
-        const error = await run(session, `LISTEN ${Pg.escapeIdentifier(channel)}`)
-        if (error !== undefined) {
-          await this.closeIfUnused()
-          throw error
+        // LISTEN within a deadline; a session that does not answer is closed (terminated) and every
+        // subscriber on it fails.
+        let failure: unknown
+        const done = await session.runBounded(
+          `LISTEN ${Pg.escapeIdentifier(channel)}`,
+          session.config.deadlines.rollback,
+          (error) => {
+            failure = error
+            return !error
+          }
+        )
+        if (!done) {
+          if (failure === undefined || failure === null) await this.unresponsive(session)
+          else await this.closeIfUnused()
+          throw failure instanceof CoreError
+            ? failure
+            : new CoreError(
+                "Statement",
+                "Failed to execute statement",
+                failure ?? new Error(`LISTEN had no answer within ${session.config.deadlines.rollback} ms`)
+              )
         }
       }
       this.channels.set(channel, (this.channels.get(channel) ?? 0) + 1)
@@ -104,13 +121,20 @@ export class ListenHub {
     const session = this.session
     if (session === undefined) return
     if (this.channels.size === 0) return this.closeIfUnused()
-    // UNLISTEN within a deadline; a session that does not answer is closed (terminated).
+    // UNLISTEN within a deadline; a session that does not answer is closed (terminated) and every
+    // subscriber still on it fails.
     const done = await session.runBounded(
       `UNLISTEN ${Pg.escapeIdentifier(subscriber.channel)}`,
       session.config.deadlines.rollback,
       (error) => !error
     )
-    if (!done) await this.close(session)
+    if (!done) await this.unresponsive(session)
+  }
+
+  /** The shared session did not answer in time: it is closed, and every subscriber still on it fails. */
+  private async unresponsive(session: Session): Promise<void> {
+    this.lost(session)
+    await this.pool.closeDedicated(session)
   }
 
   private async closeIfUnused(): Promise<void> {
@@ -126,17 +150,3 @@ export class ListenHub {
     await this.pool.closeDedicated(session)
   }
 }
-
-/** One statement on the hub's session; resolves with its failure, if any. */
-const run = (session: Session, text: string): Promise<CoreError | undefined> =>
-  new Promise((resolve) =>
-    session.submit({ text }, (error) =>
-      resolve(
-        error === undefined || error === null
-          ? undefined
-          : error instanceof CoreError
-            ? error
-            : new CoreError("Statement", "Failed to execute statement", error)
-      )
-    )
-  )

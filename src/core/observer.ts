@@ -8,7 +8,7 @@
  */
 import * as Pg from "pg"
 import { backendKey } from "./driver.js"
-import { type CancelOutcome, sendCancelRequest } from "./wire.js"
+import { type CancelOutcome, endClient, sendCancelRequest } from "./wire.js"
 
 /** A backend as `pg_stat_activity` shows it. */
 export interface Backend {
@@ -220,15 +220,8 @@ export class Observer {
   }
 
   /** Never rejects; bounded by `timeoutMs` (the socket is destroyed past it). */
-  async close(timeoutMs = 2_000): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined
-    await Promise.race([
-      this.client.end().catch(() => undefined),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs)
-      })
-    ])
-    clearTimeout(timer)
+  close(timeoutMs = 2_000): Promise<void> {
+    return endClient(this.client, timeoutMs)
   }
 
   private async poll<T>(
