@@ -1,25 +1,24 @@
 /**
- * BASELINE: the Effect 4 conformance suite (test/conformance/cases.ts) against `@effect/sql-pg` 4.0.5, the layer
- * pg-warden's Effect 4 edition replaces. Every case listed in `EXPECTED_FAILURES` runs with `it.live.fails`, so the
+ * BASELINE: the conformance suite (../test/conformance/cases.ts, written once for both editions) against `@effect/sql-pg` 4.0.5, the layer
+ * pg-warden's Effect 4 edition replaces. Every case listed in `EXPECTED_FAILURES` runs with `it.fails`, so the
  * file stays green while recording what pg-warden fixes (each of those cases passes in
  * conformance.warden.test.ts). The set was determined by running the cases, not by reading the code; the reasons
  * are what the runs showed. If a listed case starts passing, `it.fails` turns red: update the map.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { describe, inject, it } from "@effect/vitest"
 import * as Redacted from "effect/Redacted"
-import { type Contender, cases, runCase, testName } from "./conformance/cases.js"
+import { describe, inject, it } from "vitest"
+import { cases, runCase, testName } from "../../test/conformance/cases.js"
+import { contender } from "./conformance/effect4.js"
 import "./context.js"
 
 const url = inject("databaseUrl")
 
-const sqlPg: Contender = {
-  name: "sqlpg",
-  // sql-pg 4 has no acquire-timeout option (its pool waits for a slot without limit; `connectTimeout` bounds
-  // only opening a connection), so `acquireTimeoutMs` has no equivalent to pass.
-  layer: (url, app, options) =>
-    PgClient.layer({ url: Redacted.make(url), applicationName: app, maxConnections: options.maxConnections })
-}
+// sql-pg 4 has no acquire-timeout option (its pool waits for a slot without limit; `connectTimeout` bounds only
+// opening a connection), so `acquireTimeoutMs` has no equivalent to pass.
+const sqlPg = contender("sqlpg", (url, app, options) =>
+  PgClient.layer({ url: Redacted.make(url), applicationName: app, maxConnections: options.maxConnections })
+)
 
 /** Case id → what `@effect/sql-pg` 4.0.5 was observed to do. */
 const EXPECTED_FAILURES: Readonly<Record<string, string>> = {
@@ -41,7 +40,7 @@ const EXPECTED_FAILURES: Readonly<Record<string, string>> = {
 
 describe("conformance (Effect 4): @effect/sql-pg 4.0.5 (baseline)", () => {
   for (const testCase of cases) {
-    const test = testCase.id in EXPECTED_FAILURES ? it.live.fails : it.live
-    test(testName(testCase), () => runCase(testCase, sqlPg, url), 60_000)
+    const test = testCase.id in EXPECTED_FAILURES ? it.fails : it
+    test(testName(testCase), () => runCase(testCase, sqlPg, url, "e4-"), 60_000)
   }
 })
