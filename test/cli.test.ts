@@ -73,19 +73,22 @@ const expectNothingLeft = async (where: { app?: string; like?: string; table?: s
   }
 }
 
-describe.concurrent("pg-warden CLI", { timeout: 150_000 }, () => {
+describe.concurrent("pg-warden CLI", { timeout: 180_000 }, () => {
   // The longest test first: it mostly waits (on deadlines), so the others run alongside it.
-  it("demo runs both contenders on every scenario, prints the table and verdicts, and leaves nothing behind", async () => {
-    const run = await cli(["demo", "--url", databaseUrl, "--duration", "10", "--json"], { timeoutMs: 140_000 })
+  it("demo runs both editions' contenders next to both @effect/sql-pg majors on every scenario, prints the table and verdicts, and leaves nothing behind", async () => {
+    const run = await cli(["demo", "--url", databaseUrl, "--duration", "10", "--json"], { timeoutMs: 170_000 })
     expect(run.code, show(run)).toBe(0)
     // Progress and the human report go to stderr in --json mode (not a TTY: periodic lines, no redraws).
     expect(run.stderr).toContain("pg-warden demo")
     expect(run.stderr).not.toContain("\x1b[2K")
     expect(run.stderr).toMatch(/Results \(/)
     expect(run.stderr).toMatch(/scenario +contender +ok +interrupted +p50 +p99 +max +hung +collateral/)
-    expect(run.stderr).toMatch(/asyncpg repro +@effect\/sql-pg/)
-    expect(run.stderr).toMatch(/^ +pg-warden +\d+/m)
-    expect(run.stderr).toMatch(/Verdict\n {2}[✔✘] @effect\/sql-pg .+\.\n {2}[✔✘] pg-warden .+\./)
+    expect(run.stderr).toMatch(/asyncpg repro +@effect\/sql-pg 0\.53/)
+    expect(run.stderr).toMatch(/^ +pg-warden \(Effect 3\) +\d+/m)
+    expect(run.stderr).toMatch(/^ +pg-warden \(Effect 4\) +\d+/m)
+    expect(run.stderr).toMatch(
+      /Verdict\n {2}[✔✘] @effect\/sql-pg 0\.53 .+\.\n {2}[✔✘] pg-warden \(Effect 3\) .+\.\n {2}[✔✘] @effect\/sql-pg 4 .+\.\n {2}[✔✘] pg-warden \(Effect 4\) .+\./
+    )
     const report = JSON.parse(run.stdout) as {
       runs: Array<{
         scenario: string
@@ -96,34 +99,46 @@ describe.concurrent("pg-warden CLI", { timeout: 150_000 }, () => {
         collateral: number
         running: number
         idleInTransaction: number
+        committedAfterClose: number
         left: number
+        notes: Array<string>
       }>
       verdicts: Array<{ contender: string; ok: boolean; text: string }>
     }
-    expect(report.runs.map((r) => `${r.scenario}/${r.contender}`)).toEqual([
-      "repro/sqlpg",
-      "repro/warden",
-      "storm/sqlpg",
-      "storm/warden",
-      "saturation/sqlpg",
-      "saturation/warden"
-    ])
-    expect(new Set(report.runs.map((r) => r.applicationName)).size).toBe(6)
-    for (const r of report.runs) expect(r.interrupted, `${r.scenario}/${r.contender}`).toBeGreaterThan(0)
-    // pg-warden's promise, as the demo measured it.
-    for (const r of report.runs.filter((r) => r.contender === "warden")) {
-      expect({ ...r, applicationName: undefined }).toMatchObject({
+    const contenders = ["sqlpg", "warden", "sqlpg4", "warden4"]
+    const scenarios = ["repro", "storm", "saturation", "blackhole", "daemon-close"]
+    expect(report.runs.map((r) => `${r.scenario}/${r.contender}`)).toEqual(
+      scenarios.flatMap((s) => contenders.map((c) => `${s}/${c}`))
+    )
+    expect(new Set(report.runs.map((r) => r.applicationName)).size).toBe(20)
+    for (const r of report.runs.filter((r) => r.scenario !== "daemon-close")) {
+      expect(r.interrupted, `${r.scenario}/${r.contender}`).toBeGreaterThan(0)
+    }
+    // pg-warden's promise, as the demo measured it, on both editions.
+    for (const r of report.runs.filter((r) => r.contender.startsWith("warden"))) {
+      expect({ ...r, applicationName: undefined }, `${r.scenario}/${r.contender}`).toMatchObject({
         hung: 0,
         collateral: 0,
         running: 0,
         idleInTransaction: 0,
-        left: 0
+        committedAfterClose: 0,
+        left: 0,
+        notes: []
       })
     }
-    expect(report.verdicts.map((v) => v.contender)).toEqual(["sqlpg", "warden"])
+    // The two failures the demo is there to show on @effect/sql-pg 4 (pg-warden's Effect 4 edition has neither).
+    const sqlPg4 = (scenario: string) => report.runs.find((r) => r.scenario === scenario && r.contender === "sqlpg4")!
+    expect(sqlPg4("blackhole").hung + sqlPg4("blackhole").idleInTransaction).toBeGreaterThan(0)
+    expect(sqlPg4("daemon-close").committedAfterClose).toBeGreaterThan(0)
+    expect(report.verdicts.map((v) => [v.contender, v.ok])).toEqual([
+      ["sqlpg", false],
+      ["warden", true],
+      ["sqlpg4", false],
+      ["warden4", true]
+    ])
     // Whatever the contenders did, the demo cleaned up after each run.
     await expectNothingLeft({ like: "pg-warden-demo-%" })
-  }, 90_000)
+  }, 180_000)
 
   it("--help lists the commands, and every command has --help", async () => {
     const [top, check, demo] = await Promise.all([cli(["--help"]), cli(["check", "--help"]), cli(["demo", "--help"])])

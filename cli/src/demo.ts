@@ -15,13 +15,16 @@ import { colorFor, formatMs, type Paint, painter, plural, table } from "./report
 import {
   defaultDeadlines,
   demoScenarios,
+  effect4Available,
   makeStats,
   type RunResult,
   runApplicationName,
   runScenario,
   type Sample,
   sqlPg,
-  warden
+  sqlPg4,
+  warden,
+  warden4
 } from "./scenarios.js"
 import { type CliError, countStates, observer, parseTarget, type StateCounts } from "./server.js"
 
@@ -41,6 +44,15 @@ const require = createRequire(import.meta.url)
 const versionOf = (name: string): string => {
   try {
     return (require(`${name}/package.json`) as { version: string }).version
+  } catch {
+    return "?"
+  }
+}
+
+/** A package's version in the repository's Effect 4 tree (effect4/node_modules). */
+const effect4Version = (name: string): string => {
+  try {
+    return (require(`../../effect4/node_modules/${name}/package.json`) as { version: string }).version
   } catch {
     return "?"
   }
@@ -88,6 +100,8 @@ export interface RunSummary {
   readonly failures: ReadonlyArray<{ readonly message: string; readonly count: number }>
   readonly running: number
   readonly idleInTransaction: number
+  /** Daemon transactions that committed after the Layer's close was asked for. */
+  readonly committedAfterClose: number
   readonly left: number
   readonly leftByState: StateCounts
   readonly terminated: number
@@ -116,6 +130,7 @@ const summarize = (r: RunResult): RunSummary => {
     failures: [...s.failures.entries()].sort((a, b) => b[1] - a[1]).map(([message, count]) => ({ message, count })),
     running: s.running,
     idleInTransaction: s.idleInTx,
+    committedAfterClose: s.committedAfterClose,
     left: r.left.total,
     leftByState: r.left,
     terminated: r.terminated,
@@ -130,6 +145,7 @@ const problemCount = (r: RunResult) =>
   r.stats.collateral +
   r.stats.running +
   r.stats.idleInTx +
+  r.stats.committedAfterClose +
   r.left.total +
   r.stats.notes.length +
   (r.closeMs === undefined ? 1 : 0)
@@ -184,6 +200,7 @@ export const resultTable = (results: ReadonlyArray<RunResult>, paint: Paint): Ar
       red(s.collateral),
       red(s.running),
       red(s.idleInTx),
+      red(s.committedAfterClose),
       red(r.left.total)
     ])
     previous = r.scenario.id
@@ -201,6 +218,7 @@ export const resultTable = (results: ReadonlyArray<RunResult>, paint: Paint): Ar
       { header: "collateral", align: "right" },
       { header: "running", align: "right" },
       { header: "idle in tx", align: "right" },
+      { header: "committed", align: "right" },
       { header: "left", align: "right" }
     ],
     rows,
@@ -213,6 +231,7 @@ const legend = (interruptMs: number): Array<string> => [
   "p50/p99/max: from interrupting a fiber to the fiber ending (> = had not ended yet)",
   `hung: interrupted fibers that had not ended ${formatMs(interruptMs)} later · collateral: fibers nobody interrupted that failed or got no result`,
   "running / idle in tx: backends the server showed still running the interrupted statement / idle in transaction after the interruptions",
+  "committed: daemon transactions that committed after the Layer's close was asked for (txid_status)",
   "left: backends the server still showed after the layer was closed (the demo then terminated them)"
 ]
 
@@ -233,6 +252,7 @@ export const verdict = (
   const running = runs.reduce((n, r) => n + r.stats.running, 0)
   const idleInTx = runs.reduce((n, r) => n + r.stats.idleInTx, 0)
   const left = runs.reduce((n, r) => n + r.left.total, 0)
+  const committed = runs.reduce((n, r) => n + r.stats.committedAfterClose, 0)
   const closeHung = runs.filter((r) => r.closeMs === undefined).length
   const notes = runs.flatMap((r) => r.stats.notes.map((n) => `${r.scenario.title}: ${n}`))
   const max = sampleAt(samples, 100)
@@ -253,6 +273,9 @@ export const verdict = (
   }
   if (running > 0) problems.push(`the server kept running ${plural(running, "interrupted statement")}`)
   if (idleInTx > 0) problems.push(`the server showed ${plural(idleInTx, "backend")} idle in transaction`)
+  if (committed > 0) {
+    problems.push(`${plural(committed, "daemon transaction")} committed after the Layer's close was asked for`)
+  }
   if (left > 0) problems.push(`${plural(left, "backend")} outlived the layer`)
   if (closeHung > 0) problems.push(`closing the layer hung ${plural(closeHung, "time")}`)
   problems.push(...notes)
@@ -282,12 +305,18 @@ export const demo = (options: DemoOptions): Effect.Effect<void, CliError> =>
       const [server] = yield* obs.query<{ version: string }>("SELECT current_setting('server_version') AS version")
       const deadlines = defaultDeadlines
       const scenarios = demoScenarios(options.durationMs, deadlines)
-      const contenders = [sqlPg, warden]
+      const withEffect4 = effect4Available()
+      const contenders = withEffect4 ? [sqlPg, warden, sqlPg4, warden4] : [sqlPg, warden]
 
       yield* print(paint("bold", "pg-warden demo: a PostgreSQL connection never outlives its scope"))
       yield* print(`  server      PostgreSQL ${server?.version ?? "?"} at ${target.display}`)
       yield* print(
-        `  contenders  @effect/sql-pg ${versionOf("@effect/sql-pg")} (PgClient.layer, library defaults) vs pg-warden ${wardenVersion()} (WardenClient.layer, defaults); pg ${versionOf("pg")}, effect ${versionOf("effect")}`
+        `  Effect 3    @effect/sql-pg ${versionOf("@effect/sql-pg")} (PgClient.layer, library defaults) vs pg-warden ${wardenVersion()} (WardenClient.layer, defaults); pg ${versionOf("pg")}, effect ${versionOf("effect")}, Node ${process.versions.node}`
+      )
+      yield* print(
+        withEffect4
+          ? `  Effect 4    @effect/sql-pg ${effect4Version("@effect/sql-pg")} (PgClient.layer, library defaults) vs pg-warden's Effect 4 edition (WardenClient.layer, defaults); effect ${effect4Version("effect")}, on effect4/'s Node 22, each run in a process of its own`
+          : "  Effect 4    not shown: the Effect 4 contenders run only from the repository (effect4/ installed)"
       )
       yield* print("  scenarios")
       for (const [i, s] of scenarios.entries()) yield* print(`    ${i + 1}. ${s.title.padEnd(19)} ${s.description}`)

@@ -14,17 +14,24 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
-import { runs } from "pg-warden/Observer"
+import { inTransaction, runs } from "pg-warden/Observer"
 import * as WardenError from "pg-warden/WardenError"
 import {
   asyncpgRepro,
+  type BlackholeScenario,
+  blackhole as blackholeScenario,
+  committedCount,
+  type DaemonCloseScenario,
   type Deadlines,
+  daemonClose as daemonCloseScenario,
   type Ending,
   type Interruption,
+  type Network,
   type ProbeReport,
   type Reporter,
   type ReproScenario,
@@ -59,6 +66,10 @@ export interface Run {
   readonly app: string
   readonly deadlines: Deadlines
   readonly reporter: Reporter
+  /** The network to the server, when the driver put a fault proxy there (the blackhole needs it). */
+  readonly network?: Network | undefined
+  /** Closes the client's Layer (the daemon close needs it); the driver's own close afterwards is then a no-op. */
+  readonly closeLayer?: (() => Promise<void>) | undefined
 }
 
 const now = () => performance.now()
@@ -361,4 +372,94 @@ export const saturation = (
       yield* Effect.all([watch, interruptions], { concurrency: "unbounded", discard: true })
     }).pipe(Effect.onError(() => interruptInBackground(fibers)))
     yield* aftermath(run, scenario)
+  })
+
+const stop = (message: string) => Effect.fail(new ScenarioFailure({ message }))
+
+/**
+ * {@link blackholeScenario}: a transaction is opened and left idle, the network goes silent, the
+ * fiber is interrupted (reported, with the scenario's own deadline); then traffic flows again and the
+ * server's view is read once it no longer shows the transaction, or after `recoverMs`; then a
+ * statement nobody interrupts.
+ *
+ * @since 0.1.0
+ * @category scenarios
+ */
+export const blackhole = (
+  run: Run,
+  scenario: BlackholeScenario = blackholeScenario
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const network = run.network
+    if (network === undefined) return yield* stop("the blackhole needs a fault proxy between the client and the server")
+    const { sql, reporter } = run
+    const opened = yield* Deferred.make<void>()
+    const fiber = yield* Effect.forkDaemon(
+      sql.withTransaction(
+        sql
+          .unsafe(scenario.transaction)
+          .pipe(Effect.zipRight(Deferred.succeed(opened, undefined)), Effect.zipRight(Effect.never))
+      )
+    )
+    yield* Effect.gen(function* () {
+      if (Option.isNone(yield* Effect.timeoutOption(Deferred.await(opened), 5_000))) {
+        return yield* stop("the transaction did not start within 5 s")
+      }
+      yield* read(() => run.server.waitForBackends(run.app, (bs) => bs.some(inTransaction), 5_000))
+      network.blackhole()
+      yield* interruptReported(fiber, reporter, scenario.interruptMs).pipe(Effect.ensuring(Effect.sync(network.pass)))
+    }).pipe(Effect.onError(() => Effect.sync(network.pass).pipe(Effect.zipRight(Fiber.interruptFork(fiber)))))
+    const last = yield* read(() =>
+      run.server.waitForBackends(run.app, (bs) => !bs.some(inTransaction), scenario.recoverMs)
+    )
+    yield* tell(() => reporter.after(serverView(scenario.interrupts, last.backends)))
+    yield* probeReported(sql.unsafe(scenario.probe), reporter, run.deadlines.probeMs, "the next statement")
+  })
+
+/**
+ * {@link daemonCloseScenario}: daemon fibers open transactions and wait on a gate; the Layer is
+ * closed (reported with how long it took); the gate opens; the daemons get `endWithinMs` to end; the
+ * server says how many of their transactions committed.
+ *
+ * @since 0.1.0
+ * @category scenarios
+ */
+export const daemonClose = (
+  run: Run,
+  scenario: DaemonCloseScenario = daemonCloseScenario
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const closeLayer = run.closeLayer
+    if (closeLayer === undefined) return yield* stop("the daemon close needs to close the Layer")
+    const { sql, reporter } = run
+    const gate = yield* Deferred.make<void>()
+    const xids: Array<string> = []
+    const inside = yield* Effect.forEach(Array.from({ length: scenario.daemons }), () => Deferred.make<void>())
+    const daemons = yield* Effect.forEach(inside, (entered) =>
+      Effect.forkDaemon(
+        sql.withTransaction(
+          sql.unsafe<{ xid: string }>("SELECT txid_current()::text AS xid").pipe(
+            Effect.tap((rows) => Effect.sync(() => rows[0] !== undefined && xids.push(rows[0].xid))),
+            Effect.zipRight(Deferred.succeed(entered, undefined)),
+            Effect.zipRight(Deferred.await(gate)),
+            Effect.zipRight(sql.unsafe("select 1"))
+          )
+        )
+      )
+    )
+    yield* Effect.gen(function* () {
+      const entered = yield* Effect.timeoutOption(Effect.forEach(inside, Deferred.await), 5_000)
+      if (Option.isNone(entered)) return yield* stop("the daemons' transactions did not start within 5 s")
+      const started = now()
+      const closing = Effect.promise(closeLayer)
+      const closed = yield* Effect.timeoutOption(closing, scenario.closeWithinMs)
+      yield* tell(() => reporter.closed?.({ ms: now() - started, done: Option.isSome(closed) }))
+      yield* Deferred.succeed(gate, undefined)
+      yield* Effect.timeoutOption(
+        Effect.forEach(daemons, (daemon) => Fiber.await(daemon), { discard: true }),
+        scenario.endWithinMs
+      )
+      const committed = yield* read(() => committedCount(run.server, xids))
+      yield* tell(() => reporter.committed?.({ committed, of: scenario.daemons }))
+    }).pipe(Effect.ensuring(Deferred.succeed(gate, undefined).pipe(Effect.zipRight(interruptInBackground(daemons)))))
   })

@@ -138,6 +138,81 @@ export const storm: StormScenario = {
 }
 
 /**
+ * The network to the server goes silent (a blackhole: nothing passes, no socket closes) while a
+ * transaction is open and idle, and the fiber holding it is interrupted; then traffic flows again.
+ * Reported: the interruption (bounded by `interruptMs`, not the driver's usual deadline, since a
+ * silent network costs the cleanup its deadlines), whether the server still holds the transaction
+ * `recoverMs` after traffic returned (`after`), and a statement nobody interrupts. Needs
+ * {@link Run.network}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BlackholeScenario {
+  readonly id: string
+  readonly title: string
+  readonly connections: number
+  /** The transaction's statement; then the transaction stays open and idle. */
+  readonly transaction: string
+  /** How the server shows the transaction's statement (a fragment of its text). */
+  readonly interrupts: string
+  /** How long the interrupted fiber may take to end under the blackhole before it is reported hung. */
+  readonly interruptMs: number
+  /** How long after traffic returned the server may take to end the transaction. */
+  readonly recoverMs: number
+  readonly probe: string
+}
+
+/**
+ * @since 0.1.0
+ * @category scenarios
+ */
+export const blackhole: BlackholeScenario = {
+  id: "blackhole",
+  title: "network blackhole",
+  connections: 1,
+  transaction: "select txid_current()",
+  interrupts: "txid_current",
+  interruptMs: 6_000,
+  recoverMs: 3_000,
+  probe: "select 1"
+}
+
+/**
+ * The Layer is closed while daemon fibers (started outside its scope) are inside transactions,
+ * each waiting on a gate; the gate opens once the close has returned (or after `closeWithinMs`).
+ * Reported: how long the close took ({@link Reporter.closed}) and how many of the daemons'
+ * transactions committed after the close was asked for (`txid_status`, {@link Reporter.committed}).
+ * Needs {@link Run.closeLayer}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface DaemonCloseScenario {
+  readonly id: string
+  readonly title: string
+  readonly connections: number
+  readonly daemons: number
+  /** The close is waited for this long; past it the gate opens anyway and the close is reported hung. */
+  readonly closeWithinMs: number
+  /** How long the daemons may take to end once the gate is open. */
+  readonly endWithinMs: number
+}
+
+/**
+ * @since 0.1.0
+ * @category scenarios
+ */
+export const daemonClose: DaemonCloseScenario = {
+  id: "daemon-close",
+  title: "Layer closed, daemon tx",
+  connections: 2,
+  daemons: 2,
+  closeWithinMs: 5_000,
+  endWithinMs: 5_000
+}
+
+/**
  * The limits a driver runs a scenario with, in milliseconds.
  *
  * @since 0.1.0
@@ -284,6 +359,23 @@ export interface Reporter {
   readonly after: (view: ServerView) => void
   /** A statement nobody interrupted: the one after the interruptions, or (storm) every transaction not picked. */
   readonly probe: (report: ProbeReport) => void
+  /** Daemon close: how long closing the Layer took (`done` false: not within `closeWithinMs`). */
+  readonly closed?: (report: { readonly ms: number; readonly done: boolean }) => void
+  /** Daemon close: how many of the daemons' transactions committed after the close was asked for. */
+  readonly committed?: (report: { readonly committed: number; readonly of: number }) => void
+}
+
+/**
+ * The network between a scenario's client and the server, when the driver put a fault proxy there.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Network {
+  readonly blackhole: () => void
+  readonly pass: () => void
+  /** Cuts every connection through the proxy (so a client stuck on a silent socket can close). */
+  readonly reset: () => void
 }
 
 /**
@@ -303,4 +395,19 @@ export class ScenarioStop extends Error {
  * @since 0.1.0
  * @category models
  */
-export type ServerReads = Pick<Observer, "backends" | "waitForBackends">
+export type ServerReads = Pick<Observer, "backends" | "waitForBackends" | "query">
+
+/**
+ * Whether the transactions `xids` committed, as the server records it (`txid_status`): how many did.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const committedCount = async (server: ServerReads, xids: ReadonlyArray<string>): Promise<number> => {
+  if (xids.length === 0) return 0
+  const rows = await server.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM unnest($1::bigint[]) AS x WHERE txid_status(x) = 'committed'",
+    [xids]
+  )
+  return rows[0]?.n ?? 0
+}

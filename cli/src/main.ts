@@ -95,7 +95,7 @@ const demoCommand = Command.make(
     })
 ).pipe(
   Command.withDescription(
-    "Interrupt fibers on a real server, side by side: @effect/sql-pg (PgClient.layer, defaults) and pg-warden. Runs the asyncpg reproduction, an interruption storm and saturation, then prints interruption latency, collateral failures and what pg_stat_activity showed afterwards. `npm start` runs it on an embedded server."
+    "Interrupt fibers on a real server, side by side: @effect/sql-pg (PgClient.layer, defaults) and pg-warden, for Effect 3 and (from the repository) Effect 4. Runs the asyncpg reproduction, an interruption storm, saturation, a network blackhole during an idle transaction and a Layer closed under daemon transactions, then prints interruption latency, collateral failures and what pg_stat_activity showed afterwards. `npm start` runs it on an embedded server."
   )
 )
 

@@ -10,7 +10,11 @@
  *
  * @since 0.1.0
  */
+import { spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
+import { existsSync } from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Context from "effect/Context"
@@ -23,8 +27,10 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as WardenClient from "pg-warden/WardenClient"
-import * as Interruptions from "./interruptions.js"
+import type * as Interruptions from "./interruptions.js"
 import {
+  blackhole,
+  daemonClose,
   describeExit,
   interruptReported,
   probeReported,
@@ -34,10 +40,36 @@ import {
   saturation,
   storm
 } from "./interruptions-effect3.js"
+import { type FaultProxy, startProxy } from "./proxy.js"
+import {
+  applyStats,
+  type Deadlines,
+  needsProxy,
+  type RemoteJob,
+  type RemoteLine,
+  type RunStats,
+  reporterFor,
+  reportTo,
+  type Sample,
+  type Scenario,
+  type ScenarioSpec
+} from "./runs.js"
 import { CliError, countStates, type Observer, type StateCounts } from "./server.js"
 
+export {
+  type Deadlines,
+  defaultDeadlines,
+  demoScenarios,
+  makeStats,
+  type RunStats,
+  reportTo,
+  type Sample,
+  type Scenario
+} from "./runs.js"
+
 /**
- * A client layer under test.
+ * A client layer under test: an Effect 3 layer run in this process, or (`remote`) a contender run
+ * by a process of its own (the Effect 4 clients, on effect4/'s Node 22 and dependency tree).
  *
  * @since 0.1.0
  * @category models
@@ -45,11 +77,13 @@ import { CliError, countStates, type Observer, type StateCounts } from "./server
 export interface Contender {
   readonly id: string
   readonly label: string
-  readonly layer: (
+  readonly layer?: (
     url: string,
     applicationName: string,
     maxConnections: number
   ) => Layer.Layer<SqlClient.SqlClient, unknown>
+  /** The key the Effect 4 runner knows the contender by (effect4/demo/run.ts). */
+  readonly remote?: string
 }
 
 /**
@@ -60,7 +94,7 @@ export interface Contender {
  */
 export const sqlPg: Contender = {
   id: "sqlpg",
-  label: "@effect/sql-pg",
+  label: "@effect/sql-pg 0.53",
   layer: (url, applicationName, maxConnections) =>
     PgClient.layer({ url: Redacted.make(url), applicationName, maxConnections })
 }
@@ -73,76 +107,10 @@ export const sqlPg: Contender = {
  */
 export const warden: Contender = {
   id: "warden",
-  label: "pg-warden",
+  label: "pg-warden (Effect 3)",
   layer: (url, applicationName, maxConnections) =>
     WardenClient.layer({ url: Redacted.make(url), applicationName, maxConnections })
 }
-
-/**
- * How long one interruption took: from interrupting the fiber to the fiber ending. `done` is false
- * while the fiber has not ended yet (`ms` is then how long it has been waited for).
- *
- * @since 0.1.0
- * @category models
- */
-export type Sample = Interruptions.Interruption
-
-/**
- * What a run measured. Mutable: the live display reads it while the run goes on.
- *
- * @since 0.1.0
- * @category models
- */
-export interface RunStats {
-  /** Operations that completed successfully (transactions, statements, probes). */
-  ok: number
-  /** Fibers that were interrupted while still running. */
-  interrupted: number
-  /** Interruptions not done within the deadline. */
-  hung: number
-  /** Fibers nobody interrupted that failed, or got no result within their deadline. */
-  collateral: number
-  /** Messages of the collateral failures, with how often each was seen. */
-  readonly failures: Map<string, number>
-  readonly latencies: Array<Sample>
-  /** Most backends seen still running the interrupted statement after the interruptions. */
-  running: number
-  /** Most backends seen idle in transaction after the interruptions. */
-  idleInTx: number
-  readonly notes: Array<string>
-}
-
-/**
- * @since 0.1.0
- * @category constructors
- */
-export const makeStats = (): RunStats => ({
-  ok: 0,
-  interrupted: 0,
-  hung: 0,
-  collateral: 0,
-  failures: new Map(),
-  latencies: [],
-  running: 0,
-  idleInTx: 0,
-  notes: []
-})
-
-/**
- * The deadlines of a run, in milliseconds.
- *
- * @since 0.1.0
- * @category models
- */
-export type Deadlines = Interruptions.Deadlines
-
-/**
- * The defaults: 2 s to end an interrupted fiber, 1.5 s for a probe, 300 ms to settle.
- *
- * @since 0.1.0
- * @category defaults
- */
-export const defaultDeadlines: Deadlines = { interruptMs: 2_000, probeMs: 1_500, settleMs: 300 }
 
 /**
  * What a scenario needs besides the client.
@@ -156,45 +124,13 @@ export interface ScenarioContext {
   readonly app: string
   readonly stats: RunStats
   readonly deadlines: Deadlines
+  /** The fault proxy between the client and the server, when the scenario needs one. */
+  readonly network?: Interruptions.Network | undefined
+  /** Closes the client's Layer, for the scenarios that do it themselves. */
+  readonly closeLayer?: (() => Promise<void>) | undefined
 }
 
 const now = () => performance.now()
-
-const recordFailure = (stats: RunStats, message: string) => {
-  stats.collateral++
-  stats.failures.set(message, (stats.failures.get(message) ?? 0) + 1)
-}
-
-/** A fiber nobody interrupted: a success counts as done, anything else as collateral. */
-const account = (stats: RunStats, ending: Interruptions.Ending) => {
-  if (ending._tag === "Success") stats.ok++
-  else recordFailure(stats, ending.description)
-}
-
-/**
- * A reporter that accumulates what a scenario reports into `stats`, and never stops it.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const reportTo = (stats: RunStats): Interruptions.Reporter => ({
-  interrupting: (interruption) => {
-    stats.latencies.push(interruption)
-    stats.interrupted++
-  },
-  interrupted: (interruption) => {
-    if (interruption.hung) stats.hung++
-  },
-  endedBefore: (ending) => account(stats, ending),
-  after: (view) => {
-    stats.running = Math.max(stats.running, view.running.length)
-    stats.idleInTx = Math.max(stats.idleInTx, view.inTransaction.length)
-  },
-  probe: (report) =>
-    report.ending === undefined
-      ? recordFailure(stats, `${report.what}: no result within ${report.deadlineMs} ms`)
-      : account(stats, report.ending)
-})
 
 /**
  * Interrupts `fiber` and waits at most `deadlineMs` for it to end, into `stats`. The sample keeps
@@ -232,7 +168,8 @@ const serverReads = (observer: Observer): Interruptions.ServerReads => {
     )
   return {
     backends: (app) => promise(observer.backends(app)),
-    waitForBackends: (app, predicate, timeoutMs) => promise(observer.waitFor(app, predicate, timeoutMs))
+    waitForBackends: (app, predicate, timeoutMs) => promise(observer.waitFor(app, predicate, timeoutMs)),
+    query: (text, values) => promise(observer.query(text, values))
   }
 }
 
@@ -249,87 +186,40 @@ export const runBody = (
   body: (run: Run) => Effect.Effect<void, ScenarioFailure>,
   reporter: Interruptions.Reporter = reportTo(ctx.stats)
 ): Effect.Effect<void, CliError> =>
-  body({ sql, server: serverReads(ctx.observer), app: ctx.app, deadlines: ctx.deadlines, reporter }).pipe(
-    Effect.mapError((error) => new CliError({ kind: "server", message: error.message }))
-  )
+  body({
+    sql,
+    server: serverReads(ctx.observer),
+    app: ctx.app,
+    deadlines: ctx.deadlines,
+    reporter,
+    network: ctx.network,
+    closeLayer: ctx.closeLayer
+  }).pipe(Effect.mapError((error) => new CliError({ kind: "server", message: error.message })))
 
 /**
- * A scenario as the demo runs it.
+ * Runs a scenario (as data) with its Effect 3 body.
  *
  * @since 0.1.0
- * @category models
+ * @category runners
  */
-export interface Scenario {
-  readonly id: string
-  readonly title: string
-  readonly description: string
-  /** Pool size for both contenders. */
-  readonly connections: number
-  /** How long the run is expected to take on a well-behaved contender (for the progress bar). */
-  readonly plannedMs: number
-  /** The hard limit on the scenario's body; past it the run is abandoned and that is reported. */
-  readonly limitMs: number
-  readonly run: (sql: SqlClient.SqlClient, ctx: ScenarioContext) => Effect.Effect<void, CliError>
-}
-
-/**
- * The demo's three scenarios, scaled to a total duration (about `totalMs` for both contenders).
- *
- * @since 0.1.0
- * @category scenarios
- */
-export const demoScenarios = (totalMs: number, deadlines: Deadlines = defaultDeadlines): Array<Scenario> => {
-  const scale = Math.min(3, Math.max(0.15, totalMs / 60_000))
-  const reproBudget = Math.round(10_000 * scale)
-  const iterations = Math.max(1, Math.round(Interruptions.asyncpgRepro.iterations * scale))
-  const reproRun: Interruptions.ReproScenario = { ...Interruptions.asyncpgRepro, iterations }
-  const stormRun: Interruptions.StormScenario = {
-    ...Interruptions.storm,
-    durationMs: Math.max(1_000, Math.round(Interruptions.storm.durationMs * scale))
+export const runSpec = (
+  sql: SqlClient.SqlClient,
+  ctx: ScenarioContext,
+  spec: ScenarioSpec
+): Effect.Effect<void, CliError> => {
+  const reporter = reporterFor(spec, ctx.stats)
+  switch (spec.kind) {
+    case "repro":
+      return runBody(sql, ctx, (run) => repro(run, spec.scenario, spec.budgetMs), reporter)
+    case "storm":
+      return runBody(sql, ctx, (run) => storm(run, spec.scenario), reporter)
+    case "saturation":
+      return runBody(sql, ctx, (run) => saturation(run, spec.scenario), reporter)
+    case "blackhole":
+      return runBody(sql, ctx, (run) => blackhole(run, spec.scenario), reporter)
+    case "daemonClose":
+      return runBody(sql, ctx, (run) => daemonClose(run, spec.scenario), reporter)
   }
-  const busy = Interruptions.saturation
-  const perIteration = reproRun.interruptAfterMs + deadlines.settleMs + 100
-  const worstIteration = reproRun.interruptAfterMs + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs
-  return [
-    {
-      id: reproRun.id,
-      title: reproRun.title,
-      description: `pool of ${reproRun.connections}: a transaction runs ${reproRun.transaction[0]}, then ${reproRun.interrupts}, interrupted after ${reproRun.interruptAfterMs / 1000} s; then a statement nobody interrupts (${iterations}×)`,
-      connections: reproRun.connections,
-      plannedMs: iterations * perIteration,
-      limitMs: reproBudget + worstIteration + 5_000,
-      run: (sql, ctx) => runBody(sql, ctx, (run) => repro(run, reproRun, reproBudget))
-    },
-    {
-      id: stormRun.id,
-      title: stormRun.title,
-      description: `pool of ${stormRun.connections}, ${stormRun.workers} fibers running short transactions and statements for ${(stormRun.durationMs / 1000).toFixed(0)} s, ${Math.round(stormRun.victimRate * 100)} % interrupted at random moments`,
-      connections: stormRun.connections,
-      plannedMs: stormRun.durationMs + deadlines.settleMs + 200,
-      limitMs: stormRun.durationMs + deadlines.interruptMs + deadlines.probeMs * 2 + deadlines.settleMs + 5_000,
-      run: (sql, ctx) => runBody(sql, ctx, (run) => storm(run, stormRun))
-    },
-    {
-      id: busy.id,
-      title: busy.title,
-      description: `pool of ${busy.connections} busy with ${busy.interrupts}, ${busy.waiters} more fibers waiting; all ${busy.connections + busy.waiters} interrupted at once`,
-      connections: busy.connections,
-      plannedMs: 800 + deadlines.settleMs,
-      limitMs:
-        busy.busyWithinMs + busy.queueMs + deadlines.interruptMs + deadlines.settleMs + deadlines.probeMs + 5_000,
-      run: (sql, ctx) =>
-        runBody(sql, ctx, (run) => saturation(run, busy), {
-          ...reportTo(ctx.stats),
-          ready: (view) => {
-            if (!Interruptions.allRunning(view)) {
-              ctx.stats.notes.push(
-                `the server showed ${view.running.length} of ${view.expected} ${view.fragment} running`
-              )
-            }
-          }
-        })
-    }
-  ]
 }
 
 /**
@@ -364,10 +254,148 @@ export const runApplicationName = (prefix: string, contender: Contender, scenari
 /** How long closing a layer may take before it is reported as hung. */
 const CLOSE_DEADLINE_MS = 3_000
 
+/** The repository's Effect 4 tree, when this command line runs from the repository (not when installed). */
+const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
+const effect4Node = path.join(repositoryRoot, "effect4", "node_modules", ".bin", "node")
+const effect4Runner = path.join(repositoryRoot, "effect4", "demo", "run.ts")
+const tsxLoader = path.join(repositoryRoot, "node_modules", "tsx", "dist", "loader.mjs")
+
 /**
- * Runs one scenario against one contender: builds the layer in its own scope, runs the scenario on a
- * daemon fiber within its time limit, closes the layer within a deadline, reads what the server still
- * shows, and terminates any leftovers so the next run starts clean. Never waits without a deadline.
+ * Whether the Effect 4 contenders can run: only in the repository, with effect4/ installed (its
+ * Node 22 binary and effect 4 tree); an installed `pg-warden-cli` has neither.
+ *
+ * @since 0.1.0
+ * @category contenders
+ */
+export const effect4Available = (): boolean =>
+  existsSync(effect4Node) && existsSync(effect4Runner) && existsSync(tsxLoader)
+
+/**
+ * `@effect/sql-pg` 4.0 on effect 4.1 (`PgClient.layer`, library defaults), run by effect4/demo/run.ts.
+ *
+ * @since 0.1.0
+ * @category contenders
+ */
+export const sqlPg4: Contender = { id: "sqlpg4", label: "@effect/sql-pg 4", remote: "sqlpg4" }
+
+/**
+ * pg-warden's Effect 4 edition (`WardenClient.layer`, defaults), run by effect4/demo/run.ts.
+ *
+ * @since 0.1.0
+ * @category contenders
+ */
+export const warden4: Contender = { id: "warden4", label: "pg-warden (Effect 4)", remote: "warden4" }
+
+/** The proxy as the bodies see it. */
+const networkOf = (proxy: FaultProxy): Interruptions.Network => ({
+  blackhole: () => proxy.setMode("blackhole"),
+  pass: () => proxy.setMode("pass"),
+  reset: () => proxy.reset()
+})
+
+/** Builds the layer in `scope` within 15 s and runs the scenario's body within its limit; problems become notes. */
+const runLocal = (
+  contender: Contender,
+  scenario: Scenario,
+  url: string,
+  ctx: ScenarioContext,
+  scope: Scope.CloseableScope
+): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const built = yield* Effect.forkDaemon(
+      Layer.buildWithScope(contender.layer!(url, ctx.app, scenario.connections), scope)
+    )
+    const env = yield* Fiber.await(built).pipe(Effect.timeoutOption(15_000))
+    if (Option.isNone(env) || Exit.isFailure(env.value)) {
+      ctx.stats.notes.push(
+        Option.isNone(env)
+          ? "the layer did not build within 15 s"
+          : `the layer failed to build: ${describeExit(env.value)}`
+      )
+      return
+    }
+    const sql = Context.get(env.value.value, SqlClient.SqlClient)
+    const body = yield* Effect.forkDaemon(runSpec(sql, ctx, scenario.spec))
+    const exit = yield* Fiber.await(body).pipe(Effect.timeoutOption(scenario.limitMs))
+    if (Option.isNone(exit)) {
+      ctx.stats.notes.push(`the scenario did not finish within its ${Math.round(scenario.limitMs / 1000)} s limit`)
+      yield* Fiber.interruptFork(body)
+    } else if (Exit.isFailure(exit.value)) {
+      ctx.stats.notes.push(`the scenario stopped: ${describeExit(exit.value)}`)
+    }
+  })
+
+/**
+ * Runs the scenario in the Effect 4 runner's process (effect4/demo/run.ts on effect4's Node 22),
+ * copying its stats into `ctx.stats` as they arrive. Resolves with how long closing its Layer took
+ * (`undefined`: not within the deadline, or the process did not say). The process is killed at the
+ * scenario's limit plus the close deadline and a margin.
+ */
+const runRemote = (
+  contender: Contender,
+  scenario: Scenario,
+  url: string,
+  ctx: ScenarioContext
+): Effect.Effect<number | undefined> =>
+  Effect.async<number | undefined>((resume) => {
+    const job: RemoteJob = {
+      contender: contender.remote!,
+      url,
+      app: ctx.app,
+      connections: scenario.connections,
+      limitMs: scenario.limitMs,
+      deadlines: ctx.deadlines,
+      spec: scenario.spec,
+      closeDeadlineMs: CLOSE_DEADLINE_MS
+    }
+    const child = spawn(effect4Node, ["--import", tsxLoader, effect4Runner, JSON.stringify(job)], {
+      cwd: repositoryRoot,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let closeMs: number | undefined
+    let buffer = ""
+    let stderr = ""
+    child.stdout.setEncoding("utf8")
+    child.stdout.on("data", (chunk: string) => {
+      buffer += chunk
+      let newline = buffer.indexOf("\n")
+      while (newline >= 0) {
+        const line = buffer.slice(0, newline)
+        buffer = buffer.slice(newline + 1)
+        newline = buffer.indexOf("\n")
+        if (line.trim() === "") continue
+        try {
+          const message = JSON.parse(line) as RemoteLine
+          applyStats(ctx.stats, message.stats)
+          if (message._tag === "Done") closeMs = message.closeMs ?? undefined
+        } catch {
+          // not one of ours
+        }
+      }
+    })
+    child.stderr.setEncoding("utf8")
+    child.stderr.on("data", (chunk: string) => {
+      stderr = (stderr + chunk).slice(-2_000)
+    })
+    const killer = setTimeout(() => child.kill("SIGKILL"), scenario.limitMs + CLOSE_DEADLINE_MS + 20_000)
+    child.on("error", (error) => ctx.stats.notes.push(`the Effect 4 runner did not start: ${error.message}`))
+    child.on("close", (code) => {
+      clearTimeout(killer)
+      if (code !== 0) {
+        const last = stderr.trim().split("\n").slice(-1)[0] ?? ""
+        ctx.stats.notes.push(`the Effect 4 runner exited with ${code ?? "a signal"}${last ? `: ${last}` : ""}`)
+      }
+      resume(Effect.succeed(closeMs))
+    })
+    return Effect.sync(() => child.kill("SIGKILL"))
+  })
+
+/**
+ * Runs one scenario against one contender: builds the layer in its own scope (in this process, or
+ * in the Effect 4 runner's), runs the scenario on a daemon fiber within its time limit, closes the
+ * layer within a deadline, reads what the server still shows, and terminates any leftovers so the
+ * next run starts clean. Never waits without a deadline. A scenario that needs a network fault gets
+ * a fault proxy between the client and the server, closed (every socket cut) after the run.
  *
  * @since 0.1.0
  * @category runners
@@ -384,32 +412,41 @@ export const runScenario = (options: {
   const { contender, scenario, observer, app, stats } = options
   const started = now()
   return Effect.gen(function* () {
-    const scope = yield* Scope.make()
-    const built = yield* Effect.forkDaemon(
-      Layer.buildWithScope(contender.layer(options.url, app, scenario.connections), scope)
-    )
-    const env = yield* Fiber.await(built).pipe(Effect.timeoutOption(15_000))
-    if (Option.isNone(env) || Exit.isFailure(env.value)) {
-      stats.notes.push(
-        Option.isNone(env)
-          ? "the layer did not build within 15 s"
-          : `the layer failed to build: ${describeExit(env.value)}`
-      )
+    // A run in the Effect 4 runner's process starts its own proxy, since its body switches it.
+    const proxy =
+      needsProxy(scenario.spec) && contender.remote === undefined
+        ? yield* Effect.tryPromise({
+            try: () => startProxy(proxyTarget(options.url)),
+            catch: (error) => new CliError({ kind: "server", message: `starting the fault proxy: ${String(error)}` })
+          })
+        : undefined
+    const url = proxy !== undefined ? proxy.rewrite(options.url) : options.url
+    let closeMs: number | undefined
+    if (contender.remote !== undefined) {
+      closeMs = yield* runRemote(contender, scenario, options.url, {
+        observer,
+        app,
+        stats,
+        deadlines: options.deadlines
+      })
     } else {
-      const sql = Context.get(env.value.value, SqlClient.SqlClient)
-      const body = yield* Effect.forkDaemon(scenario.run(sql, { observer, app, stats, deadlines: options.deadlines }))
-      const exit = yield* Fiber.await(body).pipe(Effect.timeoutOption(scenario.limitMs))
-      if (Option.isNone(exit)) {
-        stats.notes.push(`the scenario did not finish within its ${Math.round(scenario.limitMs / 1000)} s limit`)
-        yield* Fiber.interruptFork(body)
-      } else if (Exit.isFailure(exit.value)) {
-        stats.notes.push(`the scenario stopped: ${describeExit(exit.value)}`)
+      const scope = yield* Scope.make()
+      const closeLayer = () => Effect.runPromise(Scope.close(scope, Exit.void))
+      const ctx: ScenarioContext = {
+        observer,
+        app,
+        stats,
+        deadlines: options.deadlines,
+        network: proxy !== undefined ? networkOf(proxy) : undefined,
+        closeLayer
       }
+      yield* runLocal(contender, scenario, url, ctx, scope)
+      const closeStarted = now()
+      const closer = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
+      const closed = yield* Fiber.await(closer).pipe(Effect.timeoutOption(CLOSE_DEADLINE_MS))
+      closeMs = Option.isSome(closed) ? now() - closeStarted : undefined
     }
-    const closeStarted = now()
-    const closer = yield* Effect.forkDaemon(Scope.close(scope, Exit.void))
-    const closed = yield* Fiber.await(closer).pipe(Effect.timeoutOption(CLOSE_DEADLINE_MS))
-    const closeMs = Option.isSome(closed) ? now() - closeStarted : undefined
+    if (proxy !== undefined) yield* Effect.promise(() => proxy.close())
     const after = yield* observer.waitFor(app, (bs) => bs.length === 0, 1_000)
     const left = countStates(after.backends)
     const terminated = left.total > 0 ? yield* observer.terminateAll(app) : 0
@@ -421,4 +458,13 @@ export const runScenario = (options: {
       Exit.isSuccess(exit) ? Effect.void : Effect.ignore(Effect.timeout(observer.terminateAll(app), 3_000))
     )
   )
+}
+
+/** Host and port of the server behind `url`, for a fault proxy in front of it. */
+const proxyTarget = (url: string): { readonly host: string; readonly port: number } => {
+  const parsed = new URL(url)
+  return {
+    host: parsed.hostname === "" ? "127.0.0.1" : parsed.hostname,
+    port: parsed.port === "" ? 5432 : Number(parsed.port)
+  }
 }

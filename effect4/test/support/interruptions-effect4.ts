@@ -13,15 +13,22 @@
  */
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as SqlClient from "effect/sql/SqlClient"
 import {
   asyncpgRepro,
+  type BlackholeScenario,
+  blackhole as blackholeScenario,
+  committedCount,
+  type DaemonCloseScenario,
   type Deadlines,
+  daemonClose as daemonCloseScenario,
   type Ending,
   type Interruption,
+  type Network,
   type ProbeReport,
   type Reporter,
   type ReproScenario,
@@ -47,6 +54,10 @@ export interface Run {
   readonly app: string
   readonly deadlines: Deadlines
   readonly reporter: Reporter
+  /** The network to the server, when the driver put a fault proxy there (the blackhole needs it). */
+  readonly network?: Network | undefined
+  /** Closes the client's Layer (the daemon close needs it); the driver's own close afterwards is then a no-op. */
+  readonly closeLayer?: (() => Promise<void>) | undefined
 }
 
 const now = () => performance.now()
@@ -319,4 +330,96 @@ export const saturation = (
       yield* Effect.all([watch, interruptions], { concurrency: "unbounded", discard: true })
     }).pipe(Effect.onError(() => interruptInBackground(fibers)))
     yield* aftermath(run, scenario)
+  })
+
+const stop = (message: string) => Effect.fail(new ScenarioFailure({ message }))
+
+const idleInTransaction = (backend: { readonly state: string | null }) =>
+  backend.state?.startsWith("idle in transaction") === true
+
+/**
+ * `blackhole`: a transaction is opened and left idle, the network goes silent, the fiber is
+ * interrupted (reported, with the scenario's own deadline); then traffic flows again and the server's
+ * view is read once it no longer shows the transaction, or after `recoverMs`; then a statement
+ * nobody interrupts.
+ */
+export const blackhole = (
+  run: Run,
+  scenario: BlackholeScenario = blackholeScenario
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const network = run.network
+    if (network === undefined) return yield* stop("the blackhole needs a fault proxy between the client and the server")
+    const { sql, reporter } = run
+    const opened = yield* Deferred.make<void>()
+    const fiber = yield* Effect.forkDetach(
+      sql.withTransaction(
+        sql
+          .unsafe(scenario.transaction)
+          .pipe(Effect.andThen(Deferred.succeed(opened, undefined)), Effect.andThen(Effect.never))
+      )
+    )
+    yield* Effect.gen(function* () {
+      const started = yield* Effect.timeoutOption(Deferred.await(opened), 5_000)
+      if (started._tag === "None") return yield* stop("the transaction did not start within 5 s")
+      yield* read(() => run.server.waitForBackends(run.app, (bs) => bs.some(idleInTransaction), 5_000))
+      network.blackhole()
+      yield* interruptReported(fiber, reporter, scenario.interruptMs).pipe(Effect.ensuring(Effect.sync(network.pass)))
+    }).pipe(Effect.onError(() => Effect.sync(network.pass).pipe(Effect.andThen(interruptFork(fiber)))))
+    const last = yield* read(() =>
+      run.server.waitForBackends(run.app, (bs) => !bs.some(idleInTransaction), scenario.recoverMs)
+    )
+    yield* tell(() => reporter.after(serverView(scenario.interrupts, last.backends)))
+    yield* probeReported(sql.unsafe(scenario.probe), reporter, run.deadlines.probeMs, "the next statement")
+  })
+
+/**
+ * `daemonClose`: detached fibers open transactions and wait on a gate; the Layer is closed
+ * (reported with how long it took); the gate opens; the daemons get `endWithinMs` to end; the server
+ * says how many of their transactions committed.
+ */
+export const daemonClose = (
+  run: Run,
+  scenario: DaemonCloseScenario = daemonCloseScenario
+): Effect.Effect<void, ScenarioFailure> =>
+  Effect.gen(function* () {
+    const closeLayer = run.closeLayer
+    if (closeLayer === undefined) return yield* stop("the daemon close needs to close the Layer")
+    const { sql, reporter } = run
+    const gate = yield* Deferred.make<void>()
+    const xids: Array<string> = []
+    const inside = yield* Effect.forEach(Array.from({ length: scenario.daemons }), () => Deferred.make<void>())
+    const daemons = yield* Effect.forEach(inside, (entered) =>
+      Effect.forkDetach(
+        sql.withTransaction(
+          sql.unsafe<{ xid: string }>("SELECT txid_current()::text AS xid").pipe(
+            Effect.tap((rows) =>
+              Effect.sync(() => {
+                if (rows[0] !== undefined) xids.push(rows[0].xid)
+              })
+            ),
+            Effect.andThen(Deferred.succeed(entered, undefined)),
+            Effect.andThen(Deferred.await(gate)),
+            Effect.andThen(sql.unsafe("select 1"))
+          )
+        )
+      )
+    )
+    yield* Effect.gen(function* () {
+      const entered = yield* Effect.timeoutOption(
+        Effect.forEach(inside, (deferred) => Deferred.await(deferred)),
+        5_000
+      )
+      if (entered._tag === "None") return yield* stop("the daemons' transactions did not start within 5 s")
+      const started = now()
+      const closed = yield* Effect.timeoutOption(Effect.promise(closeLayer), scenario.closeWithinMs)
+      yield* tell(() => reporter.closed?.({ ms: now() - started, done: closed._tag === "Some" }))
+      yield* Deferred.succeed(gate, undefined)
+      yield* Effect.timeoutOption(
+        Effect.forEach(daemons, (daemon) => Fiber.await(daemon), { discard: true }),
+        scenario.endWithinMs
+      )
+      const committed = yield* read(() => committedCount(run.server, xids))
+      yield* tell(() => reporter.committed?.({ committed, of: scenario.daemons }))
+    }).pipe(Effect.ensuring(Deferred.succeed(gate, undefined).pipe(Effect.andThen(interruptInBackground(daemons)))))
   })
