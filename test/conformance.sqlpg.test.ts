@@ -44,14 +44,22 @@ const EXPECTED_FAILURES: Readonly<Record<string, string>> = {
     "the reserved connection goes back to the pool still idle in transaction (the raw BEGIN is never rolled back)",
   "blackhole-transaction":
     "under a network blackhole, interrupting the idle transaction does not end within 6 s (the ROLLBACK waits for an answer)",
-  "frozen-backend": "with the backend frozen (SIGSTOP), interrupting the transaction does not end within 6 s",
+  "frozen-backend": "with the backend frozen (SIGSTOP), interrupting the transaction does not end within 6 s"
+}
+
+/**
+ * Case id → why it is not run against the baseline: it fails only now and then, so neither `it` nor `it.fails`
+ * would stay green. The failure it shows is shown every time by another case.
+ */
+const NOT_RUN: Readonly<Record<string, string>> = {
   "shared-storm":
-    "a transaction started right after an interruption fails with 57014 (the late cancel of the interrupted one hits it)"
+    "fails in some runs only: a transaction started right after an interruption fails with 57014 when the late cancel " +
+    "of the interrupted one hits it (interruption-storm shows the same collateral cancels in every run)"
 }
 
 describe("conformance: @effect/sql-pg 0.53 (baseline)", () => {
   for (const testCase of cases) {
-    const test = testCase.id in EXPECTED_FAILURES ? it.fails : it
+    const test = testCase.id in NOT_RUN ? it.skip : testCase.id in EXPECTED_FAILURES ? it.fails : it
     test(testName(testCase), () => runCase(testCase, sqlPg, url), 60_000)
   }
 })
