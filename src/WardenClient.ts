@@ -35,11 +35,12 @@ import Cursor from "pg-cursor"
 import * as CoreAudit from "./core/audit.js"
 import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
-import { CoreError } from "./core/errors.js"
+import { CoreError, type HolderReport, leakAnnotations, leakMessage } from "./core/errors.js"
 import { ListenHub } from "./core/listen.js"
 import * as CoreOptions from "./core/options.js"
 import { Pool } from "./core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
+import { callerStack } from "./core/stack.js"
 import * as Core from "./internal/effect.js"
 import { listen as listenOn } from "./internal/listen.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
@@ -354,10 +355,12 @@ const makeWith = (
       : undefined
 
     const onConnect = yield* connectHook(options.onConnect, { compiler, spanAttributes, transformRows })
+    const onLeak = yield* leakWarning(resolved.pool.leakDetectionMs ?? 0)
     const pool = yield* Effect.acquireRelease(
-      Effect.sync(() => new Pool({ ...resolved.pool, session: { ...resolved.pool.session, onConnect } })),
+      Effect.sync(() => new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect } })),
       (pool) => Effect.promise(() => pool.close())
     )
+    const leakDetection = (resolved.pool.leakDetectionMs ?? 0) > 0
 
     // Check the server is reachable now, like PgClient.make does, with a typed error if not.
     yield* Effect.uninterruptibleMask((restore) =>
@@ -380,20 +383,22 @@ const makeWith = (
       )
     )
 
-    const reserve: Effect.Effect<Connection, SqlError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(Core.acquire(pool, restore), (session) => {
-        const connection = new LeasedConnection(session)
-        return Effect.as(
-          Effect.addFinalizer(() =>
-            Effect.suspend(() => {
-              connection.active = false
-              return Core.release(pool, session)
-            })
-          ),
-          connection
-        )
-      })
-    )
+    const reserveFrom = (stack: string | undefined): Effect.Effect<Connection, SqlError, Scope.Scope> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(Core.acquire(pool, restore, "reserve", stack), (session) => {
+          const connection = new LeasedConnection(session)
+          return Effect.as(
+            Effect.addFinalizer(() =>
+              Effect.suspend(() => {
+                connection.active = false
+                return Core.release(pool, session)
+              })
+            ),
+            connection
+          )
+        })
+      )
+    const reserve = reserveFrom(undefined)
 
     const base = yield* Client.make({
       acquirer: Effect.succeed(pooled),
@@ -403,7 +408,7 @@ const makeWith = (
       transformRows
     })
 
-    const withTransaction = makeWithTransaction(pool, spanAttributes)
+    const withTransaction = makeWithTransaction(pool, spanAttributes, leakDetection)
     const hub = new ListenHub(pool)
     const listen = (channel: string): Stream.Stream<string, SqlError> => listenOn(hub, channel)
 
@@ -425,7 +430,29 @@ const makeWith = (
       withTransaction,
       pool: poolService
     })
-    return directStatements(client, pooled) as unknown as WardenClient
+    const wrapped = directStatements(client, pooled) as unknown as WardenClient
+    // With leak detection on, `sql.reserve` records where it is used (the stack a leak warning shows).
+    if (leakDetection) {
+      Object.defineProperty(wrapped, "reserve", {
+        get: () => reserveFrom(callerStack()),
+        enumerable: true,
+        configurable: true
+      })
+    }
+    return wrapped
+  })
+
+/**
+ * The pool's leak report as one warning through Effect's logger (in the Layer's runtime), with the
+ * holder's details as log annotations. `undefined` when leak detection is off.
+ */
+const leakWarning = (thresholdMs: number): Effect.Effect<((holder: HolderReport) => void) | undefined> =>
+  Effect.map(Effect.runtime<never>(), (runtime) => {
+    if (thresholdMs <= 0) return undefined
+    const run = Runtime.runFork(runtime)
+    return (holder: HolderReport) => {
+      run(Effect.logWarning(leakMessage(thresholdMs, holder)).pipe(Effect.annotateLogs(leakAnnotations(holder))))
+    }
   })
 
 /**
@@ -449,7 +476,11 @@ const connectHook = (
       })
   })
 
-const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly [string, unknown]>) => {
+const makeWithTransaction = (
+  pool: Pool,
+  spanAttributes: ReadonlyArray<readonly [string, unknown]>,
+  leakDetection: boolean
+) => {
   const spanOptions = {
     kind: "client",
     captureStackTrace: false,
@@ -479,7 +510,8 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
     effect: Effect.Effect<A, E, R>,
     restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
     fiber: Fiber.RuntimeFiber<unknown, unknown>,
-    made: Tracer.Span | undefined
+    made: Tracer.Span | undefined,
+    stack: string | undefined
   ): Effect.Effect<A, E | SqlError, R> => {
     const context = fiber.currentContext
     const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
@@ -514,7 +546,7 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
         })
       )
     } else {
-      run = Effect.flatMap(Core.acquire(pool, restore), (session) => {
+      run = Effect.flatMap(Core.acquire(pool, restore, "transaction", stack), (session) => {
         const connection = new LeasedConnection(session)
         // BEGIN travels with the transaction's first statement, saving a round trip.
         session.beginPending = true
@@ -541,16 +573,19 @@ const makeWithTransaction = (pool: Pool, spanAttributes: ReadonlyArray<readonly 
       ? run
       : Effect.onExit(run, (exit) => Effect.sync(() => span?.end(clock.unsafeCurrentTimeNanos(), exit)))
   }
-  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
-    Effect.uninterruptibleMask((restore) =>
+  return <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> => {
+    // Called in the user's code, so this stack shows where the transaction was asked for.
+    const stack = leakDetection ? callerStack() : undefined
+    return Effect.uninterruptibleMask((restore) =>
       Effect.withFiberRuntime<A, E | SqlError, R>((fiber) =>
         spansObservable(fiber)
           ? Effect.useSpan("sql.transaction", spanOptions, (span) =>
-              Effect.withFiberRuntime<A, E | SqlError, R>((inner) => transaction(effect, restore, inner, span))
+              Effect.withFiberRuntime<A, E | SqlError, R>((inner) => transaction(effect, restore, inner, span, stack))
             )
-          : transaction(effect, restore, fiber, undefined)
+          : transaction(effect, restore, fiber, undefined, stack)
       )
     )
+  }
 }
 
 /** COMMIT; a failure or a COMMIT the server turned into ROLLBACK is a typed `SqlError`. */

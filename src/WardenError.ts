@@ -19,6 +19,17 @@ import * as Core from "./core/errors.js"
 export type PoolSnapshot = Core.PoolSnapshot
 
 /**
+ * A connection in use and who holds it: `kind` (`reserve`, `transaction`, `statement`), the
+ * holder's fiber and span, the backend PID, how long it has been held, the statement it runs now,
+ * and (with `leakDetectionThreshold`) the stack where it was taken. Listed, longest-held first, by
+ * `PoolSnapshot.holders` (every `AcquireTimeout`, `WardenPool.stats`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type HolderReport = Core.HolderReport
+
+/**
  * Why pg-warden failed:
  * - `AcquireTimeout`: no connection became free within `acquireTimeout`;
  * - `PoolClosed`: the Layer's scope closed; the pool hands out nothing more and revokes leases;

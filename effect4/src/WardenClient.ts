@@ -29,11 +29,12 @@ import Cursor from "pg-cursor"
 import * as CoreAudit from "../../src/core/audit.js"
 import * as CoreConfig from "../../src/core/config.js"
 import { checkDriver } from "../../src/core/driver.js"
-import { CoreError } from "../../src/core/errors.js"
+import { CoreError, type HolderReport, leakAnnotations, leakMessage } from "../../src/core/errors.js"
 import { ListenHub } from "../../src/core/listen.js"
 import * as CoreOptions from "../../src/core/options.js"
 import { Pool } from "../../src/core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "../../src/core/session.js"
+import { callerStack } from "../../src/core/stack.js"
 import * as Core from "./internal/core.js"
 import { encodeParams, types } from "./internal/values.js"
 import * as WardenPool from "./WardenPool.js"
@@ -507,16 +508,19 @@ export const make = (
       transformRows,
       driver: "pg"
     })
+    const onLeak = yield* leakWarning(resolved.pool.leakDetectionMs ?? 0)
     const pool = yield* Effect.acquireRelease(
-      Effect.sync(() => new Pool({ ...resolved.pool, session: { ...resolved.pool.session, onConnect } })),
+      Effect.sync(() => new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect } })),
       (pool) => Effect.promise(() => pool.close())
     )
+    const leakDetection = (resolved.pool.leakDetectionMs ?? 0) > 0
 
     /** A session for the current scope; released (with the release protocol) when the scope closes. */
     const leased = (
-      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+      kind: "reserve" | "transaction" = "reserve"
     ): Effect.Effect<LeasedConnection, SqlError, Scope.Scope> =>
-      Effect.flatMap(Core.acquire(pool, restore), (session) => {
+      Effect.flatMap(Core.acquire(pool, restore, kind), (session) => {
         const connection = new LeasedConnection(session)
         return Effect.as(
           Effect.addFinalizer(() =>
@@ -562,7 +566,7 @@ export const make = (
         readonly [LeasedConnection, number]
       >,
       spanAttributes,
-      acquireConnection: leased,
+      acquireConnection: (restore) => leased(restore, "transaction"),
       begin: (connection, statement) => {
         if (statement !== undefined) return Effect.asVoid(connection.executeUnprepared(statement, [], undefined))
         connection.session.beginPending = true
@@ -613,15 +617,41 @@ export const make = (
       audit: audit(pool)
     }
 
-    return Object.assign(base, {
+    const client = Object.assign(base, {
       [PgClient.TypeId]: PgClient.TypeId as PgClient.TypeId,
       config,
       json: (value: unknown) => Statement.fragment([PgJson(value)]),
       listen,
       notify,
-      withTransaction,
+      // With leak detection on, a transaction records where it was asked for (called in the user's code).
+      withTransaction: leakDetection
+        ? <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+            Effect.provideService(withTransaction(effect), Core.AcquiredAt, callerStack())
+        : withTransaction,
       pool: poolService
     }) as WardenClient
+    // …and `sql.reserve` where it is used.
+    if (leakDetection) {
+      Object.defineProperty(client, "reserve", {
+        get: () => Effect.provideService(reserve, Core.AcquiredAt, callerStack()),
+        enumerable: true,
+        configurable: true
+      })
+    }
+    return client
+  })
+
+/**
+ * The pool's leak report as one warning through Effect's logger (with the Layer's services), the
+ * holder's details as log annotations. `undefined` when leak detection is off.
+ */
+const leakWarning = (thresholdMs: number): Effect.Effect<((holder: HolderReport) => void) | undefined> =>
+  Effect.map(Effect.context<never>(), (services) => {
+    if (thresholdMs <= 0) return undefined
+    const run = Effect.runForkWith(services)
+    return (holder: HolderReport) => {
+      run(Effect.logWarning(leakMessage(thresholdMs, holder)).pipe(Effect.annotateLogs(leakAnnotations(holder))))
+    }
   })
 
 const toContext = (client: WardenClient) =>

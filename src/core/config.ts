@@ -59,6 +59,7 @@ export interface ConfigInput {
   readonly connectTimeout?: number | undefined
   readonly acquireTimeout?: number | undefined
   readonly idleTimeout?: number | undefined
+  readonly leakDetectionThreshold?: number | undefined
   readonly connectionTTL?: number | undefined
   readonly cancelTimeout?: number | undefined
   readonly drainTimeout?: number | undefined
@@ -281,6 +282,11 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
   if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
     throw invalid(`statementCacheSize must be a non-negative integer, got ${statementCacheSize}`)
   }
+  const leak = input.leakDetectionThreshold
+  if (leak !== undefined && !(leak >= 0 && Number.isFinite(leak))) {
+    throw invalid(`leakDetectionThreshold must be a non-negative finite duration, got ${leak} ms`)
+  }
+
   if (input.sessionReset !== undefined && input.sessionReset !== "auto" && input.sessionReset !== "always") {
     throw invalid(`sessionReset must be "auto" or "always", got ${JSON.stringify(input.sessionReset)}`)
   }
@@ -391,6 +397,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
       minConnections,
       acquireTimeoutMs: input.acquireTimeout ?? defaults.acquireTimeout,
       idleTimeoutMs: input.idleTimeout ?? defaults.idleTimeout,
+      leakDetectionMs: input.leakDetectionThreshold ?? 0,
       maxLifetimeMs: input.connectionTTL ?? defaults.connectionTTL
     }
   }

@@ -17,7 +17,37 @@ export interface PoolSnapshot {
   readonly connecting: number
   readonly releasing: number
   readonly maxConnections: number
+  /** Who holds the connections in use, longest-held first (acquire timeouts and stats carry it). */
+  readonly holders?: ReadonlyArray<HolderReport> | undefined
 }
+
+/** Who took a connection, as the edition that leased it describes the borrower. */
+export interface Holder {
+  /** `reserve`, `transaction` or `statement`. */
+  readonly kind: "reserve" | "transaction" | "statement"
+  /** The borrower's fiber, as its Effect runtime names it (`#12`). */
+  readonly fiber?: string | undefined
+  /** The span the borrower was in when it took the connection. */
+  readonly span?: string | undefined
+  /** Where it took the connection: a stack, captured only while leak detection is on. */
+  readonly stack?: string | undefined
+}
+
+/** A connection in use, and who holds it. */
+export interface HolderReport extends Holder {
+  /** The backend's PID (the server shows it in `pg_stat_activity`). */
+  readonly pid: number
+  /** How long the connection has been held. */
+  readonly heldMs: number
+  /** The statement the connection is running now, if any. */
+  readonly running?: string | undefined
+}
+
+/** One line for a holder: `transaction by fiber #12 in span "x", held 5.2 s, running: select …`. */
+export const describeHolder = (holder: HolderReport): string =>
+  `${holder.kind} by ${holder.fiber !== undefined ? `fiber ${holder.fiber}` : "a fiber"}` +
+  `${holder.span !== undefined ? ` in span ${JSON.stringify(holder.span)}` : ""}, backend ${holder.pid}, held ` +
+  `${(holder.heldMs / 1000).toFixed(1)} s${holder.running !== undefined ? `, running: ${holder.running.slice(0, 200)}` : ", idle"}`
 
 /** Why pg-warden failed (see `WardenError.Reason` for what each means to a user). */
 export type Reason =
@@ -63,3 +93,17 @@ export const sqlState = (error: unknown): string | undefined => {
   }
   return undefined
 }
+
+/** The leak warning's text: who holds the connection, for how long, and where it was taken. */
+export const leakMessage = (thresholdMs: number, holder: HolderReport): string =>
+  `pg-warden: a connection has been held longer than leakDetectionThreshold (${thresholdMs} ms): ` +
+  `${describeHolder(holder)}${holder.stack !== undefined ? `; taken at:\n${holder.stack}` : ""}`
+
+/** The leak warning's log annotations. */
+export const leakAnnotations = (holder: HolderReport): Record<string, string | number> => ({
+  "pg_warden.holder.kind": holder.kind,
+  "pg_warden.holder.fiber": holder.fiber ?? "",
+  "pg_warden.holder.span": holder.span ?? "",
+  "pg_warden.holder.backend_pid": holder.pid,
+  "pg_warden.holder.held_ms": holder.heldMs
+})

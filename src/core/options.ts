@@ -75,6 +75,14 @@ export interface WardenOptions<D> {
   readonly statementTimeout?: D | undefined
   /** `lock_timeout` of every session, sent in the startup packet. Default: the server's. */
   readonly lockTimeout?: D | undefined
+  /**
+   * A `reserve` or transaction that holds its connection longer than this logs one warning (through
+   * Effect's logger) naming the holder: its fiber, its span and the stack where it took the
+   * connection. Capturing that stack costs a little per `reserve` and transaction, so it is off by
+   * default (`undefined` or 0). Who holds the connections is listed by `WardenPool.stats` and by every
+   * `AcquireTimeout` either way, without the stack.
+   */
+  readonly leakDetectionThreshold?: D | undefined
 }
 
 /** The core's input for pg-warden's own options, durations converted by `ms`. */
@@ -95,6 +103,7 @@ export const wardenInput = <D>(
   | "sessionReset"
   | "statementTimeout"
   | "lockTimeout"
+  | "leakDetectionThreshold"
 > => {
   const opt = (duration: D | undefined) => (duration === undefined ? undefined : ms(duration))
   const safety = options.serverSafety
@@ -124,6 +133,7 @@ export const wardenInput = <D>(
     cancelChannel: options.cancelChannel,
     sessionReset: options.sessionReset,
     statementTimeout: opt(options.statementTimeout),
-    lockTimeout: opt(options.lockTimeout)
+    lockTimeout: opt(options.lockTimeout),
+    leakDetectionThreshold: opt(options.leakDetectionThreshold)
   }
 }

@@ -11,7 +11,7 @@
  *
  * @internal
  */
-import { CoreError, type PoolSnapshot, sqlState } from "./errors.js"
+import { CoreError, describeHolder, type Holder, type HolderReport, type PoolSnapshot, sqlState } from "./errors.js"
 import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type StatementConfig } from "./session.js"
 
 /**
@@ -52,6 +52,14 @@ export interface Member {
   onLost: ((member: any) => void) | undefined
   readonly clean: boolean
   readonly settled: boolean
+  /** When the current borrower got the member (set by `Pool.move` to `leased`). */
+  leasedAt: number
+  /** Who the current borrower is, when its edition said (set by the pool as it hands the member over). */
+  holder: Holder | undefined
+  /** Leak detection warned about the current lease already. */
+  leakReported: boolean
+  /** The statement the member is running now, if any. */
+  running(): string | undefined
   release(keep: () => boolean): Promise<ReleaseOutcome>
   close(): Promise<void>
   terminate(): Promise<void>
@@ -83,6 +91,10 @@ export interface PoolConfig {
   readonly idleTimeoutMs: number
   /** 0 = unlimited. Each session gets up to 10% less, at random, so they do not expire together. */
   readonly maxLifetimeMs: number
+  /** A lease held longer than this is reported once to `onLeak` (0 = off). */
+  readonly leakDetectionMs?: number | undefined
+  /** Told about a lease held longer than `leakDetectionMs`; must not throw (what it throws is dropped). */
+  readonly onLeak?: ((holder: HolderReport) => void) | undefined
 }
 
 /** Counters of everything the pool did, for stats and tests. */
@@ -111,6 +123,8 @@ export interface PoolCounters {
  */
 export interface Waiter<S> {
   state: "waiting" | "served" | "cancelled" | "returned"
+  /** Who is waiting; becomes the session's holder when it is served. */
+  readonly holder: Holder | undefined
   session: S | undefined
   failure: CoreError | undefined
   readonly deadline: number
@@ -135,6 +149,23 @@ const emptyCounters = (): PoolCounters => ({
   retiredExpired: 0,
   overran: 0
 })
+
+/** A pooled statement's lease: no fiber to name (it holds the session only while its statement runs). */
+const STATEMENT_HOLDER: Holder = { kind: "statement" }
+
+const holderReport = (member: Member, now: number): HolderReport => {
+  const holder = member.holder
+  const running = member.running()
+  return {
+    kind: holder?.kind ?? "statement",
+    ...(holder?.fiber !== undefined ? { fiber: holder.fiber } : {}),
+    ...(holder?.span !== undefined ? { span: holder.span } : {}),
+    ...(holder?.stack !== undefined ? { stack: holder.stack } : {}),
+    pid: member.pid,
+    heldMs: now - member.leasedAt,
+    ...(running !== undefined ? { running } : {})
+  }
+}
 
 export class Pool<S extends Member = Session> {
   readonly config: PoolConfig
@@ -165,7 +196,15 @@ export class Pool<S extends Member = Session> {
     this.connector = connector ?? (Session.connect as unknown as Connector<S>)
     this.startupParameters = config.session.startupParameters
     this.outerMs = outerDeadlineMs(config.session.deadlines)
-    const interval = Math.max(50, Math.min(1000, Math.floor(config.idleTimeoutMs / 2)))
+    const leakMs = config.leakDetectionMs ?? 0
+    const interval = Math.max(
+      50,
+      Math.min(
+        1000,
+        Math.floor(config.idleTimeoutMs / 2),
+        leakMs > 0 ? Math.floor(leakMs / 4) : Number.POSITIVE_INFINITY
+      )
+    )
     this.maintenance = setInterval(() => this.maintain(), interval)
     this.maintenance.unref()
     this.maintain()
@@ -192,6 +231,7 @@ export class Pool<S extends Member = Session> {
       }
       case "leased":
         this.leased.delete(member)
+        member.holder = undefined
         break
       case "releasing":
         this.releasing.delete(member)
@@ -207,6 +247,8 @@ export class Pool<S extends Member = Session> {
         break
       case "leased":
         this.leased.add(member)
+        member.leasedAt = Date.now()
+        member.leakReported = false
         break
       case "releasing":
         this.releasing.add(member)
@@ -237,13 +279,20 @@ export class Pool<S extends Member = Session> {
       waiting: this.waiting,
       connecting: this.connecting,
       releasing: this.releasing.size,
-      maxConnections: this.config.maxConnections
+      maxConnections: this.config.maxConnections,
+      holders: this.holders()
     }
   }
 
   /** The snapshot with every counter, and whether the pool is closed. */
   stats(): PoolSnapshot & { readonly counters: PoolCounters; readonly closed: boolean } {
     return { ...this.snapshot(), counters: { ...this.counters }, closed: this.closed }
+  }
+
+  /** Who holds the sessions in use, longest-held first. */
+  holders(): ReadonlyArray<HolderReport> {
+    const now = Date.now()
+    return [...this.leased].sort((a, b) => a.leasedAt - b.leasedAt).map((member) => holderReport(member, now))
   }
 
   /** Backend PIDs of every session the pool holds, by state. */
@@ -283,10 +332,11 @@ export class Pool<S extends Member = Session> {
     return op
   }
 
-  /** A place in the queue of waiters (see "Acquisition" above). */
-  enqueue(): Waiter<S> {
+  /** A place in the queue of waiters (see "Acquisition" above), for `holder`. */
+  enqueue(holder?: Holder): Waiter<S> {
     const waiter: Waiter<S> = {
       state: "waiting",
+      holder,
       session: undefined,
       failure: undefined,
       deadline: Date.now() + this.config.acquireTimeoutMs,
@@ -300,8 +350,8 @@ export class Pool<S extends Member = Session> {
     return waiter
   }
 
-  /** A clean idle session, now, or none. */
-  takeIdle(): S | undefined {
+  /** A clean idle session for `holder`, now, or none. */
+  takeIdle(holder?: Holder): S | undefined {
     const now = Date.now()
     while (this.idle.length > 0) {
       const session = this.idle[this.idle.length - 1]!
@@ -310,6 +360,7 @@ export class Pool<S extends Member = Session> {
         continue
       }
       this.move(session, "leased")
+      session.holder = holder
       this.counters.acquired++
       return session
     }
@@ -350,11 +401,16 @@ export class Pool<S extends Member = Session> {
       if (waiter.state !== "waiting") continue
       if (waiter.deadline > now) break
       // The snapshot is taken while the waiter still counts, so the message shows it waiting.
+      const snapshot = this.snapshot()
+      const holders = snapshot.holders ?? []
       const error = new CoreError(
         "AcquireTimeout",
-        `no connection became available within ${this.config.acquireTimeoutMs} ms`,
+        `no connection became available within ${this.config.acquireTimeoutMs} ms` +
+          (holders.length > 0
+            ? `; held by: ${holders.slice(0, 5).map(describeHolder).join("; ")}${holders.length > 5 ? `; and ${holders.length - 5} more` : ""}`
+            : ""),
         undefined,
-        this.snapshot()
+        snapshot
       )
       this.leave(waiter)
       this.counters.acquireTimeouts++
@@ -412,6 +468,7 @@ export class Pool<S extends Member = Session> {
       waiter.state = "served"
       waiter.session = session
       this.move(session, "leased")
+      session.holder = waiter.holder
       this.counters.acquired++
       waiter.serve?.(session)
       return
@@ -587,6 +644,23 @@ export class Pool<S extends Member = Session> {
     }
     while (this.total < this.config.minConnections) this.spawnConnect()
     this.grow()
+    this.detectLeaks(now)
+  }
+
+  /** Tells `onLeak`, once per lease, about every lease held longer than `leakDetectionMs`. */
+  private detectLeaks(now: number): void {
+    const threshold = this.config.leakDetectionMs ?? 0
+    const onLeak = this.config.onLeak
+    if (threshold <= 0 || onLeak === undefined) return
+    for (const member of this.leased) {
+      if (member.leakReported || now - member.leasedAt < threshold) continue
+      member.leakReported = true
+      try {
+        onLeak(holderReport(member, now))
+      } catch {
+        // A reporting hook cannot break the pool.
+      }
+    }
   }
 
   // ---------------------------------------------------------------------------
@@ -720,12 +794,12 @@ export class PooledStatement<A> {
       this.onDone(pool.closedError(), undefined)
       return
     }
-    const session = pool.takeIdle()
+    const session = pool.takeIdle(STATEMENT_HOLDER)
     if (session !== undefined) {
       this.run(session)
       return
     }
-    const waiter = pool.enqueue()
+    const waiter = pool.enqueue(STATEMENT_HOLDER)
     this.waiter = waiter
     waiter.serve = (session) => this.run(session)
     waiter.fail = (error) => {

@@ -20,7 +20,7 @@ import {
   transactionStatus,
   typeParsers
 } from "./driver.js"
-import { CoreError } from "./errors.js"
+import { CoreError, type Holder } from "./errors.js"
 import type { Place } from "./pool.js"
 import {
   type CancelOutcome,
@@ -267,6 +267,10 @@ export class Session {
   /** Set by the pool: when the session must be retired (max lifetime with jitter). */
   expiresAt = Number.POSITIVE_INFINITY
   idleSince = Date.now()
+  /** Pool bookkeeping of the current lease (see `Member`). */
+  leasedAt = 0
+  holder: Holder | undefined = undefined
+  leakReported = false
   /** The socket error or end that made this session unusable. */
   lost: unknown = undefined
   /** Set when the pool takes the session away from its borrower (shutdown): new statements are refused. */
@@ -629,6 +633,16 @@ export class Session {
   private forgetAllPrepared(): void {
     this.prepared.clear()
     forgetAllParsed(this.client)
+  }
+
+  /** The text of the statement on the wire, if any (for the pool's holder reports). */
+  running(): string | undefined {
+    const onWire = this.onWire
+    if (onWire === undefined) return undefined
+    // A statement sent behind BEGIN or a Close is wrapped (begin.ts): its text is the inner one's.
+    const query = onWire.query as { text?: unknown; inner?: { text?: unknown } } | undefined
+    const text = query?.text ?? query?.inner?.text
+    return typeof text === "string" ? text : undefined
   }
 
   /** Why a new statement is refused, if it is. */

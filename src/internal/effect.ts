@@ -6,8 +6,12 @@
  * @internal
  */
 import { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import { CoreError, sqlState } from "../core/errors.js"
+import type * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
+import * as Tracer from "effect/Tracer"
+import { CoreError, type Holder, sqlState } from "../core/errors.js"
 import type { Member, Pool } from "../core/pool.js"
 import type { Session, StatementConfig } from "../core/session.js"
 import { sqlError } from "../WardenError.js"
@@ -66,13 +70,16 @@ export const run = <A>(session: Session, config: StatementConfig, onResult: (res
  */
 export const acquire = <S extends Member>(
   pool: Pool<S>,
-  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+  kind: Holder["kind"] = "reserve",
+  stack?: string
 ): Effect.Effect<S, SqlError> =>
-  Effect.suspend(() => {
+  Effect.withFiberRuntime((fiber) => {
     if (pool.closed) return Effect.fail(toSqlError(pool.closedError()))
-    const session = pool.takeIdle()
+    const holder = holderOf(fiber, kind, stack)
+    const session = pool.takeIdle(holder)
     if (session !== undefined) return Effect.succeed(session)
-    const waiter = pool.enqueue()
+    const waiter = pool.enqueue(holder)
     return restore(
       Effect.async<S, SqlError>((resume) => {
         if (waiter.state === "served") return resume(Effect.succeed(waiter.session!))
@@ -82,6 +89,27 @@ export const acquire = <S extends Member>(
       })
     ).pipe(Effect.onInterrupt(() => Effect.sync(() => pool.abandon(waiter))))
   })
+
+/**
+ * Who takes a connection: the fiber (as Effect names it), the span it is in, and the stack where
+ * it asked for the connection (captured by the caller, with leak detection on).
+ */
+export const holderOf = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  kind: Holder["kind"],
+  stack: string | undefined
+): Holder => {
+  const span = Option.getOrUndefined(Context.getOption(fiber.currentContext, Tracer.ParentSpan))
+  // Under a recording tracer the transaction's own `sql.transaction` span is current: name the user's.
+  const named =
+    span?._tag === "Span" && span.name === "sql.transaction" && Option.isSome(span.parent) ? span.parent.value : span
+  return {
+    kind,
+    fiber: `#${fiber.id().id}`,
+    ...(named?._tag === "Span" ? { span: named.name } : {}),
+    ...(stack !== undefined ? { stack } : {})
+  }
+}
 
 /** Gives a session back (a finalizer: run it uninterruptibly); bounded by the pool's outer deadline. */
 export const release = <S extends Member>(pool: Pool<S>, session: S): Effect.Effect<void> =>

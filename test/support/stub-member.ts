@@ -3,6 +3,7 @@
  * without a database (test/pool-stub.test.ts) extend it to record what the pool does; the pool
  * overhead benchmark (bench/pool-overhead.ts) uses it as it is.
  */
+import type { Holder } from "../../src/core/errors.js"
 import type { Member, Place } from "../../src/core/pool.js"
 import type { ReleaseOutcome } from "../../src/core/session.js"
 
@@ -18,7 +19,13 @@ export class StubMember implements Member {
   onLost: ((member: any) => void) | undefined = undefined
   clean = true
   readonly settled = true
+  leasedAt = 0
+  holder: Holder | undefined = undefined
+  leakReported = false
   constructor(readonly pid: number) {}
+  running(): string | undefined {
+    return undefined
+  }
   release(): Promise<ReleaseOutcome> {
     return Promise.resolve("reused")
   }

@@ -6,6 +6,7 @@
  *
  * @internal
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import {
   AuthenticationError,
@@ -22,7 +23,8 @@ import {
   UniqueViolation,
   UnknownError
 } from "effect/sql/SqlError"
-import { CoreError, sqlState } from "../../../src/core/errors.js"
+import * as Tracer from "effect/Tracer"
+import { CoreError, type Holder, sqlState } from "../../../src/core/errors.js"
 import type { Member, Pool } from "../../../src/core/pool.js"
 import type { Session, StatementConfig } from "../../../src/core/session.js"
 
@@ -149,13 +151,16 @@ export const run = <A>(session: Session, config: StatementConfig, onResult: (res
  */
 export const acquire = <S extends Member>(
   pool: Pool<S>,
-  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+  kind: Holder["kind"] = "reserve",
+  stack?: string
 ): Effect.Effect<S, SqlError> =>
-  Effect.suspend(() => {
+  Effect.withFiber((fiber) => {
     if (pool.closed) return Effect.fail(toSqlError(pool.closedError()))
-    const session = pool.takeIdle()
+    const holder = holderOf(fiber, kind, stack ?? fiber.getRef(AcquiredAt))
+    const session = pool.takeIdle(holder)
     if (session !== undefined) return Effect.succeed(session)
-    const waiter = pool.enqueue()
+    const waiter = pool.enqueue(holder)
     return restore(
       Effect.callback<S, SqlError>((resume) => {
         if (waiter.state === "served") return resume(Effect.succeed(waiter.session!))
@@ -165,6 +170,35 @@ export const acquire = <S extends Member>(
       })
     ).pipe(Effect.onInterrupt(() => Effect.sync(() => pool.abandon(waiter))))
   })
+
+/**
+ * Where the current `withTransaction` or `reserve` was asked for (a stack), set around it by the
+ * client while leak detection is on; `acquire` records it as the holder's.
+ */
+export const AcquiredAt = Context.Reference<string | undefined>("pg-warden/AcquiredAt", {
+  defaultValue: () => undefined
+})
+
+/**
+ * Who takes a connection: the fiber (as Effect 4 numbers it), the span it is in (the user's, not the
+ * transaction's own `sql.transaction`), and the stack where it asked for the connection (captured by
+ * the caller, with leak detection on).
+ */
+export const holderOf = (
+  fiber: { readonly id: number; readonly context: Context.Context<never> },
+  kind: Holder["kind"],
+  stack: string | undefined
+): Holder => {
+  const span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
+  const named =
+    span?._tag === "Span" && span.name === "sql.transaction" && span.parent !== undefined ? span.parent : span
+  return {
+    kind,
+    fiber: `#${fiber.id}`,
+    ...(named?._tag === "Span" ? { span: named.name } : {}),
+    ...(stack !== undefined ? { stack } : {})
+  }
+}
 
 /** Gives a session back (a finalizer: run it uninterruptibly); bounded by the pool's outer deadline. */
 export const release = <S extends Member>(pool: Pool<S>, session: S): Effect.Effect<void> =>
