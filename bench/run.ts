@@ -9,7 +9,8 @@
  * Options: --quick, --only <substring> (repeatable; matches workload names, "pool-overhead" and
  * "memory"), --baseline DIR (pg-warden of another checkout, with its own node_modules, as one more
  * contender), --rounds N, --duration MS (measured time per run), --warmup MS, --contenders a,b
- * (keys: warden, sqlpg, pg, postgresjs, effect4, warden4), --memory-ops N, --no-save, --report
+ * (keys: warden, sqlpg, pg, postgresjs, effect4, warden4, and wardenObserved: pg-warden with metrics and leak
+ * detection on, only when named), --memory-ops N, --no-save, --report
  * <results.json> (rebuild the markdown and the chart of a saved run).
  * The Effect 4 contenders (effect4, warden4) run on effect4/'s Node 22 and dependency tree, which the
  * root's `npm ci` installs (its prepare script); the others on the Node that runs this script.
@@ -85,9 +86,12 @@ const allContenders: ReadonlyArray<WorkerSpec> = [
   tsWorker("pg", "pg Pool"),
   tsWorker("postgresjs", "postgres.js"),
   effect4Worker("effect4", "@effect/sql-pg 4"),
-  effect4Worker("warden4", "pg-warden (Effect 4)")
+  effect4Worker("warden4", "pg-warden (Effect 4)"),
+  tsWorker("wardenObserved", "pg-warden, metrics + leak detection")
 ]
 const effect4Keys: ReadonlyArray<string> = ["effect4", "warden4"]
+/** Run only when `--contenders` names them: pg-warden with its observability on, to measure what it costs. */
+const optionalKeys: ReadonlyArray<string> = ["wardenObserved"]
 
 const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}\n`)
 const t0 = Date.now()
@@ -109,7 +113,9 @@ const selectContenders = (): ReadonlyArray<WorkerSpec> => {
       `unknown contender ${unknown.join(", ")}: --contenders takes ${allContenders.map((s) => s.key).join(", ")}`
     )
   }
-  const specs = allContenders.filter((s) => contenderKeys.length === 0 || contenderKeys.includes(s.key))
+  const specs = allContenders.filter((s) =>
+    contenderKeys.length === 0 ? !optionalKeys.includes(s.key) : contenderKeys.includes(s.key)
+  )
   const missing = effect4Missing()
   if (missing.length > 0 && specs.some((s) => effect4Keys.includes(s.key))) {
     throw new UsageError(

@@ -9,6 +9,7 @@ import { serve } from "./lib/worker-core.mjs"
 
 const contenders: Record<string, () => Promise<{ adapter: ContenderAdapter }>> = {
   warden: () => import("./contenders/warden.js"),
+  wardenObserved: () => import("./contenders/warden-observed.js"),
   sqlpg: () => import("./contenders/sqlpg.js"),
   pg: () => import("./contenders/pg.js"),
   postgresjs: () => import("./contenders/postgresjs.js")

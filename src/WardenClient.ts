@@ -24,6 +24,8 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
@@ -37,6 +39,7 @@ import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
 import { CoreError, type HolderReport, leakAnnotations, leakMessage } from "./core/errors.js"
 import { ListenHub } from "./core/listen.js"
+import { type MetricSink, poolMetrics } from "./core/metrics.js"
 import * as CoreOptions from "./core/options.js"
 import { Pool } from "./core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
@@ -356,8 +359,25 @@ const makeWith = (
 
     const onConnect = yield* connectHook(options.onConnect, { compiler, spanAttributes, transformRows })
     const onLeak = yield* leakWarning(resolved.pool.leakDetectionMs ?? 0)
+    let created: Pool | undefined
+    const events =
+      options.metrics === true
+        ? poolMetrics(
+            metricSink,
+            {
+              "db.client.connection.pool.name": resolved.pool.session.applicationName,
+              [ATTR_SERVER_ADDRESS]: config.host ?? "localhost",
+              [ATTR_SERVER_PORT]: config.port ?? 5432
+            },
+            resolved.pool,
+            () => created
+          )
+        : undefined
     const pool = yield* Effect.acquireRelease(
-      Effect.sync(() => new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect } })),
+      Effect.sync(() => {
+        created = new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect, events } })
+        return created
+      }),
       (pool) => Effect.promise(() => pool.close())
     )
     const leakDetection = (resolved.pool.leakDetectionMs ?? 0) > 0
@@ -441,6 +461,28 @@ const makeWith = (
     }
     return wrapped
   })
+
+/** The core's metrics on Effect 3's `Metric` module (attributes as tags; units are the names' documentation). */
+const metricSink: MetricSink = {
+  counter: (name, description, _unit, attributes) => {
+    const metric = tagged(Metric.counter(name, { description }), attributes)
+    return (delta) => metric.unsafeUpdate(delta, [])
+  },
+  gauge: (name, description, _unit, attributes) => {
+    const metric = tagged(Metric.gauge(name, { description }), attributes)
+    return (value) => metric.unsafeUpdate(value, [])
+  },
+  histogram: (name, description, _unit, boundaries, attributes) => {
+    const metric = tagged(Metric.histogram(name, MetricBoundaries.fromIterable(boundaries), description), attributes)
+    return (value) => metric.unsafeUpdate(value, [])
+  }
+}
+
+const tagged = <Type, In, Out>(
+  metric: Metric.Metric<Type, In, Out>,
+  attributes: Readonly<Record<string, string | number>>
+): Metric.Metric<Type, In, Out> =>
+  Object.entries(attributes).reduce((m, [key, value]) => Metric.tagged(m, key, String(value)), metric)
 
 /**
  * The pool's leak report as one warning through Effect's logger (in the Layer's runtime), with the

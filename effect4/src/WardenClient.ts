@@ -15,6 +15,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import * as Redacted from "effect/Redacted"
 import * as Reactivity from "effect/reactivity/Reactivity"
@@ -31,6 +32,7 @@ import * as CoreConfig from "../../src/core/config.js"
 import { checkDriver } from "../../src/core/driver.js"
 import { CoreError, type HolderReport, leakAnnotations, leakMessage } from "../../src/core/errors.js"
 import { ListenHub } from "../../src/core/listen.js"
+import { type MetricSink, poolMetrics } from "../../src/core/metrics.js"
 import * as CoreOptions from "../../src/core/options.js"
 import { Pool } from "../../src/core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "../../src/core/session.js"
@@ -509,8 +511,25 @@ export const make = (
       driver: "pg"
     })
     const onLeak = yield* leakWarning(resolved.pool.leakDetectionMs ?? 0)
+    let created: Pool | undefined
+    const events =
+      options.metrics === true
+        ? poolMetrics(
+            metricSink(yield* Effect.context<never>()),
+            {
+              "db.client.connection.pool.name": resolved.pool.session.applicationName,
+              "server.address": resolved.target.host ?? "localhost",
+              "server.port": resolved.target.port ?? 5432
+            },
+            resolved.pool,
+            () => created
+          )
+        : undefined
     const pool = yield* Effect.acquireRelease(
-      Effect.sync(() => new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect } })),
+      Effect.sync(() => {
+        created = new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect, events } })
+        return created
+      }),
       (pool) => Effect.promise(() => pool.close())
     )
     const leakDetection = (resolved.pool.leakDetectionMs ?? 0) > 0
@@ -640,6 +659,25 @@ export const make = (
     }
     return client
   })
+
+/** The core's metrics on effect 4's `Metric` module, updated in the Layer's services (its metric registry). */
+const metricSink = (services: Context.Context<never>): MetricSink => ({
+  counter: (name, description, _unit, attributes) => {
+    const metric = Metric.counter(name, { description, attributes: stringAttributes(attributes) })
+    return (delta) => metric.updateUnsafe(delta, services)
+  },
+  gauge: (name, description, _unit, attributes) => {
+    const metric = Metric.gauge(name, { description, attributes: stringAttributes(attributes) })
+    return (value) => metric.updateUnsafe(value, services)
+  },
+  histogram: (name, description, _unit, boundaries, attributes) => {
+    const metric = Metric.histogram(name, { description, boundaries, attributes: stringAttributes(attributes) })
+    return (value) => metric.updateUnsafe(value, services)
+  }
+})
+
+const stringAttributes = (attributes: Readonly<Record<string, string | number>>): Record<string, string> =>
+  Object.fromEntries(Object.entries(attributes).map(([key, value]) => [key, String(value)]))
 
 /**
  * The pool's leak report as one warning through Effect's logger (with the Layer's services), the

@@ -83,6 +83,15 @@ export interface WardenOptions<D> {
    * `AcquireTimeout` either way, without the stack.
    */
   readonly leakDetectionThreshold?: D | undefined
+  /**
+   * Record the pool's metrics through Effect's `Metric` module: the OpenTelemetry database-client
+   * ones (`db.client.connection.count` by state, `.idle.max`, `.idle.min`, `.max`, `.pending_requests`,
+   * `.timeouts`, `.create_time`, `.wait_time`, `.use_time`) and pg-warden's own (`pg_warden.connection.releases`
+   * by outcome, `pg_warden.cancels` by channel and outcome, `pg_warden.terminations` by outcome), each with
+   * `db.client.connection.pool.name`, `server.address` and `server.port`. Default false: they cost a few
+   * metric updates per lease.
+   */
+  readonly metrics?: boolean | undefined
 }
 
 /** The core's input for pg-warden's own options, durations converted by `ms`. */

@@ -12,6 +12,7 @@
  * @internal
  */
 import { CoreError, describeHolder, type Holder, type HolderReport, type PoolSnapshot, sqlState } from "./errors.js"
+import { tell } from "./events.js"
 import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type StatementConfig } from "./session.js"
 
 /**
@@ -289,6 +290,11 @@ export class Pool<S extends Member = Session> {
     return { ...this.snapshot(), counters: { ...this.counters }, closed: this.closed }
   }
 
+  /** The counts the metrics gauge, without building a snapshot. */
+  counts(): { readonly idle: number; readonly used: number; readonly pending: number } {
+    return { idle: this.idle.length, used: this.leased.size + this.releasing.size, pending: this.liveWaiters }
+  }
+
   /** Who holds the sessions in use, longest-held first. */
   holders(): ReadonlyArray<HolderReport> {
     const now = Date.now()
@@ -362,6 +368,8 @@ export class Pool<S extends Member = Session> {
       this.move(session, "leased")
       session.holder = holder
       this.counters.acquired++
+      const events = this.config.session.events
+      if (events !== undefined) tell(events.acquired, 0)
       return session
     }
     return undefined
@@ -414,6 +422,7 @@ export class Pool<S extends Member = Session> {
       )
       this.leave(waiter)
       this.counters.acquireTimeouts++
+      tell(this.config.session.events?.timedOut)
       this.failWaiter(waiter, error)
     }
     this.armTimer()
@@ -470,6 +479,8 @@ export class Pool<S extends Member = Session> {
       this.move(session, "leased")
       session.holder = waiter.holder
       this.counters.acquired++
+      const events = this.config.session.events
+      if (events !== undefined) tell(events.acquired, Date.now() - (waiter.deadline - this.config.acquireTimeoutMs))
       waiter.serve?.(session)
       return
     }
@@ -489,6 +500,7 @@ export class Pool<S extends Member = Session> {
   private spawnConnect(): void {
     this.connecting++
     const config: SessionConfig = { ...this.config.session, startupParameters: this.startupParameters }
+    const started = Date.now()
     const abort = this.connector(config, (error, session) => {
       this.connectAborts.delete(abort)
       this.connecting--
@@ -507,6 +519,7 @@ export class Pool<S extends Member = Session> {
         return
       }
       this.counters.created++
+      tell(this.config.session.events?.connected, Date.now() - started)
       if (this.config.maxLifetimeMs > 0) {
         session.expiresAt = session.createdAt + this.config.maxLifetimeMs * (1 - Math.random() * 0.1)
       }
@@ -546,13 +559,17 @@ export class Pool<S extends Member = Session> {
     if (this.closed || !session.clean || session.revoked !== undefined || session.expiresAt <= Date.now()) return false
     if (session.place !== "leased") return false
     session.beginPending = false
+    let outcome: ReleaseOutcome = "reused"
     if (session.cancelledDuringLease) {
       session.cancelledDuringLease = false
-      this.counters.cancelled++
-    } else {
-      this.counters.reused++
+      outcome = "cancelled"
     }
+    this.counters[outcome]++
+    const usedMs = Date.now() - session.leasedAt
     this.checkIn(session)
+    // After the check-in, so that the counts it reports include the session's new place.
+    const events = this.config.session.events
+    if (events !== undefined) tell(events.released, outcome, usedMs)
     return true
   }
 
@@ -564,18 +581,21 @@ export class Pool<S extends Member = Session> {
   }
 
   private async runRelease(session: S): Promise<void> {
+    const usedMs = Date.now() - session.leasedAt
     const outcome = await this.bounded(
       session.release(() => !this.closed && session.revoked === undefined && session.expiresAt > Date.now()),
       [session],
       "terminated" as const
     )
-    this.count(outcome)
+    this.counters[outcome]++
     if (outcome === "closed" || outcome === "terminated") {
       this.move(session, "gone")
       this.grow()
     } else {
       this.checkIn(session)
     }
+    const events = this.config.session.events
+    if (events !== undefined) tell(events.released, outcome, usedMs)
   }
 
   /**
@@ -603,10 +623,6 @@ export class Pool<S extends Member = Session> {
         }
       )
     })
-  }
-
-  private count(outcome: ReleaseOutcome): void {
-    this.counters[outcome]++
   }
 
   /** An idle session whose socket broke (server restart, admin kill): drop it. */
@@ -645,6 +661,7 @@ export class Pool<S extends Member = Session> {
     while (this.total < this.config.minConnections) this.spawnConnect()
     this.grow()
     this.detectLeaks(now)
+    tell(this.config.session.events?.changed)
   }
 
   /** Tells `onLeak`, once per lease, about every lease held longer than `leakDetectionMs`. */

@@ -21,6 +21,7 @@ import {
   typeParsers
 } from "./driver.js"
 import { CoreError, type Holder } from "./errors.js"
+import { type PoolEvents, tell } from "./events.js"
 import type { Place } from "./pool.js"
 import {
   type CancelOutcome,
@@ -67,6 +68,8 @@ export interface SessionConfig {
    * session's baseline, restored by every reset. Aborted through `signal` when connecting fails.
    */
   readonly onConnect?: ((session: Session, signal: AbortSignal) => Promise<void>) | undefined
+  /** Who watches the pool (metrics, hooks): see events.ts. */
+  readonly events?: PoolEvents | undefined
 }
 
 /**
@@ -777,12 +780,16 @@ export class Session {
     // The channel gets half the deadline: if it is what does not answer (its own backend stuck), the
     // protocol CancelRequest still has time to reach the session's backend.
     const viaChannel = channel?.cancel(this.pid, this.config.applicationName, this.config.deadlines.cancel / 2)
+    const events = this.config.events
     if (viaChannel !== undefined) {
       const outcome = await viaChannel
+      if (events !== undefined) tell(events.cancelSent, "channel", outcome)
       // Otherwise the channel broke or timed out, or the backend no longer shows our name (SET application_name).
       if (outcome === "delivered") return outcome
     }
-    return sendCancelRequest(this.endpoint, this.pid, this.secretKey, Math.max(1, deadline - Date.now()))
+    const outcome = await sendCancelRequest(this.endpoint, this.pid, this.secretKey, Math.max(1, deadline - Date.now()))
+    if (events !== undefined) tell(events.cancelSent, "protocol", outcome)
+    return outcome
   }
 
   /** `SELECT 1` within the deadline: true when it ended (or was cancelled) and the session settled idle. */
@@ -833,7 +840,13 @@ export class Session {
     this.markLost(new Error("Connection terminated by pg-warden"))
     destroyClient(this.client)
     if (mayStillRun && this.pid !== 0) {
-      await terminateBackend(this.config.client, this.pid, this.config.applicationName, this.config.deadlines.terminate)
+      const outcome = await terminateBackend(
+        this.config.client,
+        this.pid,
+        this.config.applicationName,
+        this.config.deadlines.terminate
+      )
+      tell(this.config.events?.terminated, outcome)
     }
   }
 
