@@ -26,6 +26,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Runtime from "effect/Runtime"
@@ -43,7 +44,7 @@ import { type MetricSink, poolMetrics } from "./core/metrics.js"
 import * as CoreOptions from "./core/options.js"
 import { Pool } from "./core/pool.js"
 import type { Session, SessionConfig, StatementConfig } from "./core/session.js"
-import { callerStack } from "./core/stack.js"
+import { callerStack, type StackSite } from "./core/stack.js"
 import * as Core from "./internal/effect.js"
 import { listen as listenOn } from "./internal/listen.js"
 import { directStatements, spansObservable } from "./internal/statement.js"
@@ -403,7 +404,7 @@ const makeWith = (
       )
     )
 
-    const reserveFrom = (stack: string | undefined): Effect.Effect<Connection, SqlError, Scope.Scope> =>
+    const reserveFrom = (stack: StackSite | undefined): Effect.Effect<Connection, SqlError, Scope.Scope> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(Core.acquire(pool, restore, "reserve", stack), (session) => {
           const connection = new LeasedConnection(session)
@@ -462,27 +463,31 @@ const makeWith = (
     return wrapped
   })
 
-/** The core's metrics on Effect 3's `Metric` module (attributes as tags; units are the names' documentation). */
+/**
+ * The core's metrics on Effect 3's `Metric` module. The attributes travel as one labels array made
+ * once per metric: Effect caches a metric's hook per labels array, so an update is a lookup, not a
+ * new metric key to hash (about 0.1 µs instead of 6–9 µs with `Metric.tagged`).
+ */
 const metricSink: MetricSink = {
   counter: (name, description, _unit, attributes) => {
-    const metric = tagged(Metric.counter(name, { description }), attributes)
-    return (delta) => metric.unsafeUpdate(delta, [])
+    const metric = Metric.counter(name, { description })
+    const labels = labelsOf(attributes)
+    return (delta) => metric.unsafeUpdate(delta, labels)
   },
   gauge: (name, description, _unit, attributes) => {
-    const metric = tagged(Metric.gauge(name, { description }), attributes)
-    return (value) => metric.unsafeUpdate(value, [])
+    const metric = Metric.gauge(name, { description })
+    const labels = labelsOf(attributes)
+    return (value) => metric.unsafeUpdate(value, labels)
   },
   histogram: (name, description, _unit, boundaries, attributes) => {
-    const metric = tagged(Metric.histogram(name, MetricBoundaries.fromIterable(boundaries), description), attributes)
-    return (value) => metric.unsafeUpdate(value, [])
+    const metric = Metric.histogram(name, MetricBoundaries.fromIterable(boundaries), description)
+    const labels = labelsOf(attributes)
+    return (value) => metric.unsafeUpdate(value, labels)
   }
 }
 
-const tagged = <Type, In, Out>(
-  metric: Metric.Metric<Type, In, Out>,
-  attributes: Readonly<Record<string, string | number>>
-): Metric.Metric<Type, In, Out> =>
-  Object.entries(attributes).reduce((m, [key, value]) => Metric.tagged(m, key, String(value)), metric)
+const labelsOf = (attributes: Readonly<Record<string, string | number>>): ReadonlyArray<MetricLabel.MetricLabel> =>
+  Object.entries(attributes).map(([key, value]) => MetricLabel.make(key, String(value)))
 
 /**
  * The pool's leak report as one warning through Effect's logger (in the Layer's runtime), with the
@@ -553,7 +558,7 @@ const makeWithTransaction = (
     restore: <X, Y, Z>(effect: Effect.Effect<X, Y, Z>) => Effect.Effect<X, Y, Z>,
     fiber: Fiber.RuntimeFiber<unknown, unknown>,
     made: Tracer.Span | undefined,
-    stack: string | undefined
+    stack: StackSite | undefined
   ): Effect.Effect<A, E | SqlError, R> => {
     const context = fiber.currentContext
     const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)

@@ -1,3 +1,5 @@
+import type { StackSite } from "./stack.js"
+
 /**
  * The failures of the core, as plain values: no Effect, no `SqlError`. Each edition maps them to
  * its own error types at its boundary (the Effect 3 edition: `SqlError` carrying a `WardenError`).
@@ -22,19 +24,25 @@ export interface PoolSnapshot {
 }
 
 /** Who took a connection, as the edition that leased it describes the borrower. */
-export interface Holder {
+export interface Holder extends HolderInfo {
+  /** Where it took the connection, captured only while leak detection is on (formatted when reported). */
+  readonly site?: StackSite | undefined
+}
+
+/** A holder's description, as reported. */
+export interface HolderInfo {
   /** `reserve`, `transaction` or `statement`. */
   readonly kind: "reserve" | "transaction" | "statement"
   /** The borrower's fiber, as its Effect runtime names it (`#12`). */
   readonly fiber?: string | undefined
   /** The span the borrower was in when it took the connection. */
   readonly span?: string | undefined
-  /** Where it took the connection: a stack, captured only while leak detection is on. */
-  readonly stack?: string | undefined
 }
 
 /** A connection in use, and who holds it. */
-export interface HolderReport extends Holder {
+export interface HolderReport extends HolderInfo {
+  /** Where it took the connection (the caller's frames first), with leak detection on. */
+  readonly stack?: string | undefined
   /** The backend's PID (the server shows it in `pg_stat_activity`). */
   readonly pid: number
   /** How long the connection has been held. */

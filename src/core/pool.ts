@@ -13,6 +13,7 @@
  */
 import { CoreError, describeHolder, type Holder, type HolderReport, type PoolSnapshot, sqlState } from "./errors.js"
 import { tell } from "./events.js"
+import { formatStack } from "./stack.js"
 import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type StatementConfig } from "./session.js"
 
 /**
@@ -161,7 +162,7 @@ const holderReport = (member: Member, now: number): HolderReport => {
     kind: holder?.kind ?? "statement",
     ...(holder?.fiber !== undefined ? { fiber: holder.fiber } : {}),
     ...(holder?.span !== undefined ? { span: holder.span } : {}),
-    ...(holder?.stack !== undefined ? { stack: holder.stack } : {}),
+    ...(holder?.site !== undefined ? { stack: formatStack(holder.site) } : {}),
     pid: member.pid,
     heldMs: now - member.leasedAt,
     ...(running !== undefined ? { running } : {})

@@ -13,6 +13,7 @@ import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import { CoreError, type Holder, sqlState } from "../core/errors.js"
 import type { Member, Pool } from "../core/pool.js"
+import type { StackSite } from "../core/stack.js"
 import type { Session, StatementConfig } from "../core/session.js"
 import { sqlError } from "../WardenError.js"
 
@@ -72,7 +73,7 @@ export const acquire = <S extends Member>(
   pool: Pool<S>,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
   kind: Holder["kind"] = "reserve",
-  stack?: string
+  stack?: StackSite
 ): Effect.Effect<S, SqlError> =>
   Effect.withFiberRuntime((fiber) => {
     if (pool.closed) return Effect.fail(toSqlError(pool.closedError()))
@@ -97,7 +98,7 @@ export const acquire = <S extends Member>(
 export const holderOf = (
   fiber: Fiber.RuntimeFiber<unknown, unknown>,
   kind: Holder["kind"],
-  stack: string | undefined
+  stack: StackSite | undefined
 ): Holder => {
   const span = Option.getOrUndefined(Context.getOption(fiber.currentContext, Tracer.ParentSpan))
   // Under a recording tracer the transaction's own `sql.transaction` span is current: name the user's.
@@ -107,7 +108,7 @@ export const holderOf = (
     kind,
     fiber: `#${fiber.id().id}`,
     ...(named?._tag === "Span" ? { span: named.name } : {}),
-    ...(stack !== undefined ? { stack } : {})
+    ...(stack !== undefined ? { site: stack } : {})
   }
 }
 

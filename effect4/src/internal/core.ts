@@ -26,6 +26,7 @@ import {
 import * as Tracer from "effect/Tracer"
 import { CoreError, type Holder, sqlState } from "../../../src/core/errors.js"
 import type { Member, Pool } from "../../../src/core/pool.js"
+import type { StackSite } from "../../../src/core/stack.js"
 import type { Session, StatementConfig } from "../../../src/core/session.js"
 
 interface ReasonProps {
@@ -153,7 +154,7 @@ export const acquire = <S extends Member>(
   pool: Pool<S>,
   restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
   kind: Holder["kind"] = "reserve",
-  stack?: string
+  stack?: StackSite
 ): Effect.Effect<S, SqlError> =>
   Effect.withFiber((fiber) => {
     if (pool.closed) return Effect.fail(toSqlError(pool.closedError()))
@@ -175,7 +176,7 @@ export const acquire = <S extends Member>(
  * Where the current `withTransaction` or `reserve` was asked for (a stack), set around it by the
  * client while leak detection is on; `acquire` records it as the holder's.
  */
-export const AcquiredAt = Context.Reference<string | undefined>("pg-warden/AcquiredAt", {
+export const AcquiredAt = Context.Reference<StackSite | undefined>("pg-warden/AcquiredAt", {
   defaultValue: () => undefined
 })
 
@@ -187,7 +188,7 @@ export const AcquiredAt = Context.Reference<string | undefined>("pg-warden/Acqui
 export const holderOf = (
   fiber: { readonly id: number; readonly context: Context.Context<never> },
   kind: Holder["kind"],
-  stack: string | undefined
+  stack: StackSite | undefined
 ): Holder => {
   const span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
   const named =
@@ -196,7 +197,7 @@ export const holderOf = (
     kind,
     fiber: `#${fiber.id}`,
     ...(named?._tag === "Span" ? { span: named.name } : {}),
-    ...(stack !== undefined ? { stack } : {})
+    ...(stack !== undefined ? { site: stack } : {})
   }
 }
 
