@@ -13,8 +13,8 @@
  */
 import { CoreError, describeHolder, type Holder, type HolderReport, type PoolSnapshot, sqlState } from "./errors.js"
 import { tell } from "./events.js"
-import { formatStack } from "./stack.js"
 import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type StatementConfig } from "./session.js"
+import { formatStack } from "./stack.js"
 
 /**
  * What the pool needs of a session. `Session` is the real one; the pool-overhead benchmark

@@ -13,8 +13,8 @@ import * as Option from "effect/Option"
 import * as Tracer from "effect/Tracer"
 import { CoreError, type Holder, sqlState } from "../core/errors.js"
 import type { Member, Pool } from "../core/pool.js"
-import type { StackSite } from "../core/stack.js"
 import type { Session, StatementConfig } from "../core/session.js"
+import type { StackSite } from "../core/stack.js"
 import { sqlError } from "../WardenError.js"
 
 /** Builds the `SqlError` a failed statement surfaces, keeping the driver error as the cause. */

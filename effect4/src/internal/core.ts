@@ -26,8 +26,8 @@ import {
 import * as Tracer from "effect/Tracer"
 import { CoreError, type Holder, sqlState } from "../../../src/core/errors.js"
 import type { Member, Pool } from "../../../src/core/pool.js"
-import type { StackSite } from "../../../src/core/stack.js"
 import type { Session, StatementConfig } from "../../../src/core/session.js"
+import type { StackSite } from "../../../src/core/stack.js"
 
 interface ReasonProps {
   readonly cause: unknown
