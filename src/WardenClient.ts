@@ -39,6 +39,7 @@ import * as CoreAudit from "./core/audit.js"
 import * as CoreConfig from "./core/config.js"
 import { checkDriver } from "./core/driver.js"
 import { CoreError, type HolderReport, leakAnnotations, leakMessage } from "./core/errors.js"
+import { combineEvents } from "./core/events.js"
 import { ListenHub } from "./core/listen.js"
 import { type MetricSink, poolMetrics } from "./core/metrics.js"
 import * as CoreOptions from "./core/options.js"
@@ -85,6 +86,13 @@ export interface WardenClientConfig extends PgClient.PgClientConfig, CoreOptions
    * reset restores them.
    */
   readonly onConnect?: ((sql: Client.SqlClient) => Effect.Effect<unknown, SqlError>) | undefined
+  /**
+   * Effects run when the pool opens a connection, grants a lease, ends one (with the release
+   * protocol's outcome) and terminates a backend: for logging and counting. Each runs in a fiber of
+   * its own in the Layer's runtime, so it never delays the pool; it is interrupted after
+   * `terminateTimeout`, and its failure is logged, never propagated.
+   */
+  readonly hooks?: CoreOptions.WardenHooks<Effect.Effect<unknown, unknown>> | undefined
   /**
    * Further run-time parameters for the startup packet (`{ work_mem: "64MB" }`). A parameter also
    * set by pg-warden's safety defaults takes the value given here; the same parameter given
@@ -374,9 +382,14 @@ const makeWith = (
             () => created
           )
         : undefined
+    const hooks = yield* hookRunner(options.hooks, resolved.pool.session.deadlines.terminate)
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        created = new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect, events } })
+        created = new Pool({
+          ...resolved.pool,
+          onLeak,
+          session: { ...resolved.pool.session, onConnect, events: combineEvents(events, hooks) }
+        })
         return created
       }),
       (pool) => Effect.promise(() => pool.close())
@@ -488,6 +501,31 @@ const metricSink: MetricSink = {
 
 const labelsOf = (attributes: Readonly<Record<string, string | number>>): ReadonlyArray<MetricLabel.MetricLabel> =>
   Object.entries(attributes).map(([key, value]) => MetricLabel.make(key, String(value)))
+
+/**
+ * The user's hooks as pool events: each run forked in the Layer's runtime, interrupted after
+ * `timeoutMs`, its failure (or timeout) logged as a warning.
+ */
+const hookRunner = (
+  hooks: WardenClientConfig["hooks"],
+  timeoutMs: number
+): Effect.Effect<ReturnType<typeof CoreOptions.hookEvents>> =>
+  Effect.map(Effect.runtime<never>(), (runtime) => {
+    const fork = Runtime.runFork(runtime)
+    return CoreOptions.hookEvents(hooks, (name, effect) => {
+      fork(
+        Effect.suspend(effect).pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(timeoutMs),
+            onTimeout: () => new Error(`not done within ${timeoutMs} ms (interrupted)`)
+          }),
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning(`pg-warden: the ${name} hook failed; the pool goes on`, cause)
+          )
+        )
+      )
+    })
+  })
 
 /**
  * The pool's leak report as one warning through Effect's logger (in the Layer's runtime), with the

@@ -31,6 +31,7 @@ import * as CoreAudit from "../../src/core/audit.js"
 import * as CoreConfig from "../../src/core/config.js"
 import { checkDriver } from "../../src/core/driver.js"
 import { CoreError, type HolderReport, leakAnnotations, leakMessage } from "../../src/core/errors.js"
+import { combineEvents } from "../../src/core/events.js"
 import { ListenHub } from "../../src/core/listen.js"
 import { type MetricSink, poolMetrics } from "../../src/core/metrics.js"
 import * as CoreOptions from "../../src/core/options.js"
@@ -69,6 +70,13 @@ export interface WardenClientConfig extends PgClient.PgPoolConfig, CoreOptions.W
    * baseline, which every reset restores.
    */
   readonly onConnect?: ((sql: Client.SqlClient) => Effect.Effect<unknown, SqlError>) | undefined
+  /**
+   * Effects run when the pool opens a connection, grants a lease, ends one (with the release
+   * protocol's outcome) and terminates a backend: for logging and counting. Each runs in a fiber of
+   * its own with the Layer's services, so it never delays the pool; it is interrupted after
+   * `terminateTimeout`, and its failure is logged, never propagated.
+   */
+  readonly hooks?: CoreOptions.WardenHooks<Effect.Effect<unknown, unknown>> | undefined
 }
 
 /**
@@ -525,9 +533,14 @@ export const make = (
             () => created
           )
         : undefined
+    const hooks = yield* hookRunner(options.hooks, resolved.pool.session.deadlines.terminate)
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        created = new Pool({ ...resolved.pool, onLeak, session: { ...resolved.pool.session, onConnect, events } })
+        created = new Pool({
+          ...resolved.pool,
+          onLeak,
+          session: { ...resolved.pool.session, onConnect, events: combineEvents(events, hooks) }
+        })
         return created
       }),
       (pool) => Effect.promise(() => pool.close())
@@ -678,6 +691,29 @@ const metricSink = (services: Context.Context<never>): MetricSink => ({
 
 const stringAttributes = (attributes: Readonly<Record<string, string | number>>): Record<string, string> =>
   Object.fromEntries(Object.entries(attributes).map(([key, value]) => [key, String(value)]))
+
+/**
+ * The user's hooks as pool events: each run forked with the Layer's services, interrupted after
+ * `timeoutMs`, its failure (or timeout) logged as a warning.
+ */
+const hookRunner = (
+  hooks: WardenClientConfig["hooks"],
+  timeoutMs: number
+): Effect.Effect<ReturnType<typeof CoreOptions.hookEvents>> =>
+  Effect.map(Effect.context<never>(), (services) => {
+    const fork = Effect.runForkWith(services)
+    return CoreOptions.hookEvents(hooks, (name, effect) => {
+      fork(
+        Effect.suspend(effect).pipe(
+          Effect.timeoutOrElse({
+            duration: Duration.millis(timeoutMs),
+            orElse: () => Effect.fail(new Error(`not done within ${timeoutMs} ms (interrupted)`))
+          }),
+          Effect.catchCause((cause) => Effect.logWarning(`pg-warden: the ${name} hook failed; the pool goes on`, cause))
+        )
+      )
+    })
+  })
 
 /**
  * The pool's leak report as one warning through Effect's logger (with the Layer's services), the

@@ -38,3 +38,24 @@ export const tell = <A extends ReadonlyArray<unknown>>(
     // Watching never breaks the pool.
   }
 }
+
+/** Both watchers' callbacks, in order (metrics first, then the user's hooks). */
+export const combineEvents = (a: PoolEvents | undefined, b: PoolEvents | undefined): PoolEvents | undefined => {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  const both =
+    <A extends ReadonlyArray<unknown>>(x: ((...args: A) => void) | undefined, y: ((...args: A) => void) | undefined) =>
+    (...args: A) => {
+      tell(x, ...args)
+      tell(y, ...args)
+    }
+  return {
+    connected: both(a.connected, b.connected),
+    acquired: both(a.acquired, b.acquired),
+    released: both(a.released, b.released),
+    timedOut: both(a.timedOut, b.timedOut),
+    cancelSent: both(a.cancelSent, b.cancelSent),
+    terminated: both(a.terminated, b.terminated),
+    changed: both(a.changed, b.changed)
+  }
+}

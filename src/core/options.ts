@@ -6,6 +6,47 @@
  * @internal
  */
 import type { ConfigInput, SafetyInput } from "./config.js"
+import type { PoolEvents } from "./events.js"
+import type { ReleaseOutcome } from "./session.js"
+import type { TerminateOutcome } from "./wire.js"
+
+/**
+ * The user's event hooks, each returning the edition's effect (`R`). They run in the Layer's
+ * runtime, in fibers of their own, so they never delay a lease or a release; each is interrupted
+ * after `terminateTimeout` (default 1 s), and a failure or timeout is logged, never propagated.
+ * (`onConnect` is something else: it runs statements on a new connection before its first use.)
+ */
+export interface WardenHooks<R> {
+  /** A new connection was opened; `ms` is the whole handshake. */
+  readonly connected?: ((event: { readonly ms: number }) => R) | undefined
+  /** A `reserve`, transaction or statement got a connection after waiting `waitedMs`. */
+  readonly acquired?: ((event: { readonly waitedMs: number }) => R) | undefined
+  /** A lease ended after `heldMs`; `outcome` is what the release protocol did with the connection. */
+  readonly released?: ((event: { readonly outcome: ReleaseOutcome; readonly heldMs: number }) => R) | undefined
+  /** A backend was ended with `pg_terminate_backend`; `outcome` says whether the server confirmed it. */
+  readonly terminated?: ((event: { readonly outcome: TerminateOutcome }) => R) | undefined
+}
+
+/** The hooks as pool events: `run` starts one hook's effect (in the edition's runtime) with its name. */
+export const hookEvents = <R>(
+  hooks: WardenHooks<R> | undefined,
+  run: (name: keyof WardenHooks<R>, effect: () => R) => void
+): PoolEvents | undefined => {
+  if (hooks === undefined) return undefined
+  const { acquired, connected, released, terminated } = hooks
+  return {
+    ...(connected !== undefined ? { connected: (ms: number) => run("connected", () => connected({ ms })) } : {}),
+    ...(acquired !== undefined ? { acquired: (ms: number) => run("acquired", () => acquired({ waitedMs: ms })) } : {}),
+    ...(released !== undefined
+      ? {
+          released: (outcome: ReleaseOutcome, ms: number) => run("released", () => released({ outcome, heldMs: ms }))
+        }
+      : {}),
+    ...(terminated !== undefined
+      ? { terminated: (outcome: TerminateOutcome) => run("terminated", () => terminated({ outcome })) }
+      : {})
+  }
+}
 
 /**
  * Server-side safety settings sent in every session's startup packet (defence in depth for when even
