@@ -41,6 +41,10 @@ export interface PoolCounters {
    * Should stay 0; anything else is a bug worth reporting.
    */
   readonly overran: number
+  /** Connections idle longer than `validateIdleAfter` that were checked before being handed out. */
+  readonly validated: number
+  /** Of those, the ones that did not answer: terminated and replaced. */
+  readonly validationFailures: number
 }
 
 /**

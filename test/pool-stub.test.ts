@@ -190,7 +190,7 @@ describe("pool over stub members", () => {
       expect(member.place).toBe("leased")
       yield* Core.release(pool, member)
       expect(member.place).toBe("idle")
-      expect(() => pool.move(member, "releasing")).toThrow(/cannot move from idle to releasing/)
+      expect(() => pool.move(member, "dedicated")).toThrow(/cannot move from idle to dedicated/)
       expect(member.place).toBe("idle")
       expect(pool.snapshot()).toMatchObject({ idle: 1, inUse: 0, releasing: 0 })
       yield* Effect.promise(() => pool.close())

@@ -58,7 +58,7 @@ export type ServerSafety = CoreOptions.ServerSafetyOptions<Duration.Input>
  * timeout, cleanup deadlines and session options. Fields pg-warden cannot honour fail with an
  * `InvalidConfig` cause instead of being ignored: `multiplex: true` (its statements cannot be
  * cancelled), `types` (a `PgTypes.Registry` of binary codecs; pg-warden's driver reads text),
- * `keepAlive` (pg-warden always enables TCP keepalive) and `maxMessageSize`.
+ * and `maxMessageSize`. (`keepAlive`, the idle time before TCP keepalive probes, is taken as `keepAliveDelay`.)
  *
  * @since 0.1.0
  * @category models
@@ -108,8 +108,11 @@ const refusals = (config: WardenClientConfig): Array<string> => [
   ...(config.types !== undefined
     ? ["types (a PgTypes.Registry of binary codecs) is not supported: pg-warden's driver reads results as text"]
     : []),
-  ...(config.keepAlive !== undefined
-    ? ["keepAlive is not configurable: pg-warden always enables TCP keepalive (see serverSafety.tcpKeepalives)"]
+  ...(config.keepAlive !== undefined &&
+  config.keepAliveDelay !== undefined &&
+  Duration.toMillis(Duration.fromInputUnsafe(config.keepAlive)) !==
+    Duration.toMillis(Duration.fromInputUnsafe(config.keepAliveDelay))
+    ? ["keepAlive and keepAliveDelay are the same setting (the TCP keepalive's first probe) and differ"]
     : []),
   ...(config.maxMessageSize !== undefined ? ["maxMessageSize is not supported by pg-warden's driver"] : [])
 ]
@@ -151,7 +154,11 @@ const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => {
     statementCacheSize: config.prepare === false ? 0 : config.preparedStatementCacheSize,
     startupParameters: config.startupParameters,
     startupOptions: config.startupOptions,
-    ...CoreOptions.wardenInput(config, (input) => Duration.toMillis(Duration.fromInputUnsafe(input)))
+    ...CoreOptions.wardenInput(
+      // sql-pg 4's `keepAlive` is the idle time before TCP keepalive probes start: pg-warden's keepAliveDelay.
+      { ...config, keepAliveDelay: config.keepAliveDelay ?? config.keepAlive },
+      (input) => Duration.toMillis(Duration.fromInputUnsafe(input))
+    )
   }
 }
 

@@ -60,6 +60,8 @@ export interface ConfigInput {
   readonly acquireTimeout?: number | undefined
   readonly idleTimeout?: number | undefined
   readonly leakDetectionThreshold?: number | undefined
+  readonly validateIdleAfter?: number | undefined
+  readonly keepAliveDelay?: number | undefined
   readonly connectionTTL?: number | undefined
   readonly cancelTimeout?: number | undefined
   readonly drainTimeout?: number | undefined
@@ -282,6 +284,14 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
   if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
     throw invalid(`statementCacheSize must be a non-negative integer, got ${statementCacheSize}`)
   }
+  for (const [name, value] of [
+    ["validateIdleAfter", input.validateIdleAfter],
+    ["keepAliveDelay", input.keepAliveDelay]
+  ] as const) {
+    if (value !== undefined && !(value >= 0 && Number.isFinite(value))) {
+      throw invalid(`${name} must be a non-negative finite duration, got ${value} ms`)
+    }
+  }
   const leak = input.leakDetectionThreshold
   if (leak !== undefined && !(leak >= 0 && Number.isFinite(leak))) {
     throw invalid(`leakDetectionThreshold must be a non-negative finite duration, got ${leak} ms`)
@@ -389,6 +399,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
         startupParameters,
         statementCacheSize,
         cancelProbe: input.cancelProbe ?? true,
+        keepAliveDelayMs: input.keepAliveDelay ?? 30_000,
         alwaysReset: input.sessionReset === "always",
         cancelChannel:
           input.cancelChannel === false ? undefined : new CancelChannel(pgConfig, applicationName, connectTimeoutMs)
@@ -398,6 +409,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
       acquireTimeoutMs: input.acquireTimeout ?? defaults.acquireTimeout,
       idleTimeoutMs: input.idleTimeout ?? defaults.idleTimeout,
       leakDetectionMs: input.leakDetectionThreshold ?? 0,
+      validateIdleAfterMs: input.validateIdleAfter ?? 30_000,
       maxLifetimeMs: input.connectionTTL ?? defaults.connectionTTL
     }
   }

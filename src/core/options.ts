@@ -133,6 +133,15 @@ export interface WardenOptions<D> {
    * metric updates per lease.
    */
   readonly metrics?: boolean | undefined
+  /**
+   * A connection idle longer than this is checked with one round trip (`SELECT 1`, within
+   * `resetTimeout`) before it is handed out; one that does not answer (a proxy or the network dropped
+   * it silently) is terminated and replaced, so no borrower gets a dead connection. Default 30 s; 0
+   * never checks. A connection whose socket closed leaves the pool at once either way.
+   */
+  readonly validateIdleAfter?: D | undefined
+  /** The client's TCP keepalive: the first probe after this long without traffic. Default 30 s (the OS's is 2 h). */
+  readonly keepAliveDelay?: D | undefined
 }
 
 /** The core's input for pg-warden's own options, durations converted by `ms`. */
@@ -154,6 +163,8 @@ export const wardenInput = <D>(
   | "statementTimeout"
   | "lockTimeout"
   | "leakDetectionThreshold"
+  | "validateIdleAfter"
+  | "keepAliveDelay"
 > => {
   const opt = (duration: D | undefined) => (duration === undefined ? undefined : ms(duration))
   const safety = options.serverSafety
@@ -184,6 +195,8 @@ export const wardenInput = <D>(
     sessionReset: options.sessionReset,
     statementTimeout: opt(options.statementTimeout),
     lockTimeout: opt(options.lockTimeout),
-    leakDetectionThreshold: opt(options.leakDetectionThreshold)
+    leakDetectionThreshold: opt(options.leakDetectionThreshold),
+    validateIdleAfter: opt(options.validateIdleAfter),
+    keepAliveDelay: opt(options.keepAliveDelay)
   }
 }

@@ -33,7 +33,7 @@ export type Place = "new" | "idle" | "leased" | "releasing" | "dedicated" | "gon
  */
 const MOVES: Readonly<Record<Place, ReadonlyArray<Place>>> = {
   new: ["idle", "leased", "dedicated", "gone"],
-  idle: ["leased", "gone"],
+  idle: ["leased", "releasing", "gone"],
   leased: ["idle", "leased", "releasing", "gone"],
   releasing: ["idle", "leased", "gone"],
   dedicated: ["gone"],
@@ -62,6 +62,8 @@ export interface Member {
   leakReported: boolean
   /** The statement the member is running now, if any. */
   running(): string | undefined
+  /** Whether the member still answers, within `timeoutMs` (a long-idle one, before it is handed out). */
+  validate(timeoutMs: number): Promise<boolean>
   release(keep: () => boolean): Promise<ReleaseOutcome>
   close(): Promise<void>
   terminate(): Promise<void>
@@ -93,6 +95,11 @@ export interface PoolConfig {
   readonly idleTimeoutMs: number
   /** 0 = unlimited. Each session gets up to 10% less, at random, so they do not expire together. */
   readonly maxLifetimeMs: number
+  /**
+   * An idle session idle longer than this is validated (one round trip, within the reset deadline)
+   * before it is handed out; one that does not answer is terminated and replaced. 0 = never.
+   */
+  readonly validateIdleAfterMs?: number | undefined
   /** A lease held longer than this is reported once to `onLeak` (0 = off). */
   readonly leakDetectionMs?: number | undefined
   /** Told about a lease held longer than `leakDetectionMs`; must not throw (what it throws is dropped). */
@@ -117,6 +124,9 @@ export interface PoolCounters {
   retiredExpired: number
   /** Cleanups stopped by the outer deadline (a step overran its own): the member was aborted. */
   overran: number
+  /** Long-idle sessions validated before being handed out, and those that did not answer (terminated). */
+  validated: number
+  validationFailures: number
 }
 
 /**
@@ -149,7 +159,9 @@ const emptyCounters = (): PoolCounters => ({
   lostWhileIdle: 0,
   retiredIdle: 0,
   retiredExpired: 0,
-  overran: 0
+  overran: 0,
+  validated: 0,
+  validationFailures: 0
 })
 
 /** A pooled statement's lease: no fiber to name (it holds the session only while its statement runs). */
@@ -182,6 +194,9 @@ export class Pool<S extends Member = Session> {
   /** Sessions outside the pool's count (LISTEN), closed with the pool all the same. */
   private readonly dedicated = new Set<S>()
   private connecting = 0
+  /** Connection attempts failed in a row, and when the next refill to `minConnections` may start. */
+  private failedConnects = 0
+  private refillAfter = 0
   private readonly connectAborts = new Set<() => void>()
   private readonly background = new Set<Promise<unknown>>()
   private maintenance: ReturnType<typeof setInterval> | undefined
@@ -366,6 +381,13 @@ export class Pool<S extends Member = Session> {
         this.retire(session, session.expiresAt <= now ? "expired" : "lost")
         continue
       }
+      const validateAfter = this.config.validateIdleAfterMs ?? 0
+      if (validateAfter > 0 && now - session.idleSince > validateAfter) {
+        // Not handed out unchecked: validated in the background, then given to the oldest waiter
+        // (perhaps this caller, once it queues) or replaced when it does not answer.
+        this.validate(session)
+        continue
+      }
       this.move(session, "leased")
       session.holder = holder
       this.counters.acquired++
@@ -511,6 +533,8 @@ export class Pool<S extends Member = Session> {
           return
         }
         this.counters.connectFailures++
+        this.failedConnects++
+        this.refillAfter = Date.now() + Math.min(30_000, 100 * 2 ** Math.min(this.failedConnects - 1, 9))
         // The oldest waiter learns why; the others keep waiting for their own attempts.
         const waiter = this.nextWaiter()
         if (waiter !== undefined) {
@@ -520,6 +544,8 @@ export class Pool<S extends Member = Session> {
         return
       }
       this.counters.created++
+      this.failedConnects = 0
+      this.refillAfter = 0
       tell(this.config.session.events?.connected, Date.now() - started)
       if (this.config.maxLifetimeMs > 0) {
         session.expiresAt = session.createdAt + this.config.maxLifetimeMs * (1 - Math.random() * 0.1)
@@ -572,6 +598,25 @@ export class Pool<S extends Member = Session> {
     const events = this.config.session.events
     if (events !== undefined) tell(events.released, outcome, usedMs)
     return true
+  }
+
+  /** A long-idle session's check: back to the pool when it answers, terminated (and replaced) when not. */
+  private validate(session: S): void {
+    this.move(session, "releasing")
+    this.counters.validated++
+    const work = this.bounded(session.validate(this.config.session.deadlines.reset), [session], false).then((ok) => {
+      if (session.place !== "releasing") return // taken back by shutdown
+      if (ok && !this.closed) {
+        this.checkIn(session)
+        return
+      }
+      this.counters.validationFailures++
+      this.move(session, "gone")
+      this.track(session.terminate())
+      this.grow()
+      tell(this.config.session.events?.changed)
+    })
+    this.track(work)
   }
 
   /** The release protocol, tracked so that shutdown waits for it. */
@@ -659,7 +704,8 @@ export class Pool<S extends Member = Session> {
       const idleTooLong = now - session.idleSince > this.config.idleTimeoutMs && this.total > this.config.minConnections
       if (expired || idleTooLong) this.retire(session, expired ? "expired" : "idle")
     }
-    while (this.total < this.config.minConnections) this.spawnConnect()
+    // Refill to minConnections, backing off while connecting fails (0.1 s, doubling, at most 30 s).
+    if (now >= this.refillAfter) while (this.total < this.config.minConnections) this.spawnConnect()
     this.grow()
     this.detectLeaks(now)
     tell(this.config.session.events?.changed)

@@ -59,6 +59,8 @@ export interface SessionConfig {
    * CancelRequest before forwarding it.
    */
   readonly cancelProbe: boolean
+  /** The client's TCP keepalive: the first probe after this long without traffic. */
+  readonly keepAliveDelayMs?: number | undefined
   /** Where cancels go first (the pool's control connection); the protocol CancelRequest otherwise. */
   readonly cancelChannel?: CancelChannel | undefined
   /** Reset after every lease, not only after one whose statements may have changed session state. */
@@ -334,6 +336,7 @@ export class Session {
       application_name: config.applicationName,
       connectionTimeoutMillis: config.connectTimeoutMs,
       keepAlive: true,
+      keepAliveInitialDelayMillis: config.keepAliveDelayMs ?? 30_000,
       ...(config.startupParameters.length > 0 ? { options: optionsString(config.startupParameters) } : {})
     })
     let done = false
@@ -790,6 +793,18 @@ export class Session {
     const outcome = await sendCancelRequest(this.endpoint, this.pid, this.secretKey, Math.max(1, deadline - Date.now()))
     if (events !== undefined) tell(events.cancelSent, "protocol", outcome)
     return outcome
+  }
+
+  /**
+   * Whether a session that sat idle still answers: `SELECT 1` within `timeoutMs`, and the session
+   * settled idle afterwards. One round trip; used before a long-idle session is handed out.
+   */
+  validate(timeoutMs: number): Promise<boolean> {
+    if (this.lost !== undefined) return Promise.resolve(false)
+    return this.runBounded("SELECT 1", timeoutMs, (error) => !error).then(
+      (answered) => answered && this.clean,
+      () => false
+    )
   }
 
   /** `SELECT 1` within the deadline: true when it ended (or was cancelled) and the session settled idle. */

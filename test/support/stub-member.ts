@@ -26,6 +26,9 @@ export class StubMember implements Member {
   running(): string | undefined {
     return undefined
   }
+  validate(): Promise<boolean> {
+    return Promise.resolve(true)
+  }
   release(): Promise<ReleaseOutcome> {
     return Promise.resolve("reused")
   }

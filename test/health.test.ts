@@ -1,0 +1,106 @@
+/**
+ * Health (issue #11), on the Effect 3 edition: a connection idle past `validateIdleAfter` is checked before
+ * it is handed out, so a borrower never gets one that stopped answering; killed idle backends are
+ * replaced; `minConnections` is kept after failures. The truth is the server's: which backend ran the
+ * borrower's statement, and which backends remain.
+ */
+import { describe, expect, inject, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { uniqueAppName } from "./support/admin.js"
+import { backendPid, configFor, eventually, open, scopedAdmin } from "./support/warden.js"
+import "./support/context.js"
+
+const url = inject("databaseUrl")
+
+describe("health", () => {
+  it.scopedLive(
+    "a connection idle past validateIdleAfter whose backend stopped answering is replaced before anyone gets it",
+    () =>
+      Effect.gen(function* () {
+        const app = uniqueAppName("health-frozen")
+        const admin = yield* scopedAdmin(url)
+        const { pool, sql } = yield* open(
+          configFor(url, app, { maxConnections: 1, validateIdleAfter: "200 millis", resetTimeout: "300 millis" })
+        )
+        const first = yield* backendPid(sql)
+        yield* Effect.sleep("400 millis")
+        // Alive, socket open, silent: nothing on the client side can tell it from a working one.
+        admin.freeze(first)
+        const started = performance.now()
+        const second = yield* backendPid(sql).pipe(
+          Effect.timeoutFail({
+            duration: "5 seconds",
+            onTimeout: () => new Error("the borrower got the frozen connection")
+          }),
+          Effect.ensuring(Effect.sync(() => admin.thaw(first)))
+        )
+        const waited = performance.now() - started
+        expect(second).not.toBe(first)
+        // The validation's deadline plus a connect, generously.
+        expect(waited).toBeLessThan(3_000)
+        const stats = yield* pool.stats
+        expect(stats.counters.validated).toBeGreaterThanOrEqual(1)
+        expect(stats.counters.validationFailures).toBe(1)
+        // The frozen backend was terminated: once thawed, it is gone from the server.
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => !bs.some((b) => b.pid === first),
+            { timeoutMs: 5_000, message: `backend ${first} is still on the server` }
+          )
+        )
+      })
+  )
+
+  it.scopedLive("a recently used connection is handed out without a check", () =>
+    Effect.gen(function* () {
+      const app = uniqueAppName("health-fresh")
+      const { pool, sql } = yield* open(configFor(url, app, { maxConnections: 1, validateIdleAfter: "10 seconds" }))
+      for (let i = 0; i < 5; i++) yield* sql`select 1`
+      expect((yield* pool.stats).counters.validated).toBe(0)
+    })
+  )
+
+  it.scopedLive("killed idle backends are replaced and minConnections is kept; the next borrower gets a live one", () =>
+    Effect.gen(function* () {
+      const app = uniqueAppName("health-killed")
+      const admin = yield* scopedAdmin(url)
+      yield* open(configFor(url, app, { maxConnections: 4, minConnections: 2 }))
+      const { pool, sql } = yield* open(configFor(url, `${app}-b`, { maxConnections: 2, minConnections: 2 }))
+      const idle = yield* Effect.promise(() =>
+        admin.waitFor(
+          () => admin.backends(`${app}-b`),
+          (bs) => bs.length === 2,
+          { timeoutMs: 5_000, message: "minConnections never reached" }
+        )
+      )
+      const killed = idle.map((b) => b.pid)
+      yield* Effect.promise(() =>
+        admin.query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", [killed])
+      )
+      // Every statement right after the kill works, on a backend that was not killed.
+      // The pool drops a connection as soon as its socket closes; a statement sent in the instant before that
+      // fails with 57P01 (pg-warden cannot know whether it ran, so it is not run again). Wait for the close.
+      yield* Effect.promise(() =>
+        admin.waitFor(
+          () => admin.backends(`${app}-b`),
+          (bs) => !bs.some((b) => killed.includes(b.pid)),
+          { timeoutMs: 5_000, message: "the killed backends are still on the server" }
+        )
+      )
+      yield* eventually(pool.stats, (stats) => stats.counters.lostWhileIdle === 2, "the pool saw both sockets close")
+      for (let i = 0; i < 5; i++) {
+        const pid = yield* backendPid(sql)
+        expect(killed).not.toContain(pid)
+      }
+      const refilled = yield* Effect.promise(() =>
+        admin.waitFor(
+          () => admin.backends(`${app}-b`),
+          (bs) => bs.length === 2 && bs.every((b) => !killed.includes(b.pid)),
+          { timeoutMs: 5_000, message: "minConnections not refilled after the kill" }
+        )
+      )
+      expect(refilled).toHaveLength(2)
+    })
+  )
+})
