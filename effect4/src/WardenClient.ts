@@ -541,12 +541,25 @@ export const make = (
           )
         : undefined
     const hooks = yield* hookRunner(options.hooks, resolved.pool.session.deadlines.terminate)
+    const auditLog =
+      (resolved.pool.auditIntervalMs ?? 0) > 0
+        ? yield* Effect.map(Effect.context<never>(), (context) => {
+            const fork = Effect.runForkWith(context)
+            return CoreAudit.auditWarnings((message) => {
+              fork(Effect.logWarning(message))
+            })
+          })
+        : undefined
     const pool = yield* Effect.acquireRelease(
       Effect.sync(() => {
         created = new Pool({
           ...resolved.pool,
           onLeak,
-          session: { ...resolved.pool.session, onConnect, events: combineEvents(events, hooks) }
+          session: {
+            ...resolved.pool.session,
+            onConnect,
+            events: combineEvents(combineEvents(events, hooks), auditLog)
+          }
         })
         return created
       }),

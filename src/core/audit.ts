@@ -5,7 +5,8 @@
  * @internal
  */
 import { CoreError } from "./errors.js"
-import { BACKENDS_SQL, type Backend, toBackend } from "./observer.js"
+import type { PoolEvents } from "./events.js"
+import { BACKENDS_BY_NAME_OR_PID_SQL, type Backend, toBackend } from "./observer.js"
 import type { Member, Pool } from "./pool.js"
 import { controlStatement } from "./wire.js"
 
@@ -26,10 +27,17 @@ export interface AuditReport {
     readonly leased: ReadonlyArray<number>
     readonly releasing: ReadonlyArray<number>
   }
-  /** On the server, not in the pool: leaked (or still being terminated). */
+  /** On the server under the pool's `application_name`, not in the pool: leaked (or still being terminated). */
   readonly unknownToPool: ReadonlyArray<ServerBackend>
   /** Idle in the pool, but in a transaction or running a statement on the server. */
   readonly dirtyIdle: ReadonlyArray<ServerBackend>
+  /**
+   * In the pool (idle or leased, with a backend PID the server confirmed at connect), but not on the
+   * server: the pool holds a session whose backend is gone.
+   */
+  readonly missingOnServer: ReadonlyArray<number>
+  /** The pool's backends that the server shows under another `application_name` (a `SET` during a lease). */
+  readonly renamed: ReadonlyArray<ServerBackend>
 }
 
 /**
@@ -43,7 +51,9 @@ export const audit = <S extends Member>(
   const config = pool.config.session
   const applicationName = config.applicationName
   const timeoutMs = config.connectTimeoutMs + config.deadlines.terminate
-  return controlStatement(config.client, timeoutMs, BACKENDS_SQL, [applicationName], (outcome) => {
+  const verified = pool.verifiedPids()
+  const query = BACKENDS_BY_NAME_OR_PID_SQL
+  return controlStatement(config.client, timeoutMs, query, [applicationName, [...verified]], (outcome) => {
     if (outcome._tag === "timeout") {
       return onDone(new CoreError("ConnectTimeout", `the audit did not complete within ${timeoutMs} ms`))
     }
@@ -58,15 +68,54 @@ export const audit = <S extends Member>(
     const pids = pool.pids()
     const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
     const idle = new Set(pids.idle)
-    const unknownToPool = server.filter((b) => !known.has(b.pid))
+    const onServer = new Set(server.map((b) => b.pid))
+    const unknownToPool = server.filter((b) => !known.has(b.pid) && b.applicationName === applicationName)
     const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
+    // Only sessions still held after the query: one that left the pool meanwhile is not missing.
+    const held = pool.pids()
+    const stillHeld = new Set([...held.idle, ...held.leased])
+    const missingOnServer = verified.filter((pid) => stillHeld.has(pid) && !onServer.has(pid))
+    const renamed = server.filter((b) => known.has(b.pid) && b.applicationName !== applicationName)
     onDone(undefined, {
-      ok: unknownToPool.length === 0 && dirtyIdle.length === 0,
+      ok: unknownToPool.length === 0 && dirtyIdle.length === 0 && missingOnServer.length === 0,
       applicationName,
-      server,
+      server: server.filter((b) => b.applicationName === applicationName || known.has(b.pid)),
       pool: pids,
       unknownToPool,
-      dirtyIdle
+      dirtyIdle,
+      missingOnServer,
+      renamed
     })
   })
 }
+
+/** What a periodic audit found, in one line (for its warning), or `undefined` when it found nothing wrong. */
+export const auditProblems = (report: AuditReport): string | undefined => {
+  if (report.ok) return undefined
+  const parts: Array<string> = []
+  if (report.unknownToPool.length > 0) {
+    parts.push(
+      `${report.unknownToPool.length} backend(s) on the server that the pool does not hold (leaked, or still being terminated): ${report.unknownToPool.map((b) => b.pid).join(", ")}`
+    )
+  }
+  if (report.dirtyIdle.length > 0) {
+    parts.push(
+      `${report.dirtyIdle.length} idle session(s) busy on the server: ${report.dirtyIdle.map((b) => `${b.pid} ${b.state}`).join(", ")}`
+    )
+  }
+  if (report.missingOnServer.length > 0) {
+    parts.push(
+      `${report.missingOnServer.length} session(s) the pool holds whose backend is gone: ${report.missingOnServer.join(", ")}`
+    )
+  }
+  return `pg-warden audit of ${report.applicationName}: ${parts.join("; ")}`
+}
+
+/** The periodic audit's findings as warnings through `warn` (each edition's logger). */
+export const auditWarnings = (warn: (message: string) => void): PoolEvents => ({
+  audited: (report) => {
+    const problems = auditProblems(report)
+    if (problems !== undefined) warn(problems)
+  },
+  auditFailed: (error) => warn(`pg-warden audit could not run: ${error.message}`)
+})

@@ -61,6 +61,7 @@ export interface ConfigInput {
   readonly idleTimeout?: number | undefined
   readonly leakDetectionThreshold?: number | undefined
   readonly validateIdleAfter?: number | undefined
+  readonly auditInterval?: number | undefined
   readonly keepAliveDelay?: number | undefined
   readonly connectionTTL?: number | undefined
   readonly cancelTimeout?: number | undefined
@@ -286,6 +287,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
   }
   for (const [name, value] of [
     ["validateIdleAfter", input.validateIdleAfter],
+    ["auditInterval", input.auditInterval],
     ["keepAliveDelay", input.keepAliveDelay]
   ] as const) {
     if (value !== undefined && !(value >= 0 && Number.isFinite(value))) {
@@ -410,6 +412,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
       idleTimeoutMs: input.idleTimeout ?? defaults.idleTimeout,
       leakDetectionMs: input.leakDetectionThreshold ?? 0,
       validateIdleAfterMs: input.validateIdleAfter ?? 30_000,
+      auditIntervalMs: input.auditInterval ?? 0,
       maxLifetimeMs: input.connectionTTL ?? defaults.connectionTTL
     }
   }

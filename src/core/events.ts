@@ -6,6 +6,8 @@
  *
  * @internal
  */
+import type { AuditReport } from "./audit.js"
+import type { CoreError } from "./errors.js"
 import type { ReleaseOutcome } from "./session.js"
 import type { CancelOutcome, TerminateOutcome } from "./wire.js"
 
@@ -24,6 +26,10 @@ export interface PoolEvents {
   readonly terminated?: ((outcome: TerminateOutcome) => void) | undefined
   /** The pool's counts may have changed without a lease (a connection retired or lost, the maintenance tick). */
   readonly changed?: (() => void) | undefined
+  /** The periodic audit compared the pool with the server. */
+  readonly audited?: ((report: AuditReport) => void) | undefined
+  /** The periodic audit could not run (the server could not be reached within its deadline). */
+  readonly auditFailed?: ((error: CoreError) => void) | undefined
 }
 
 /** Calls an event's callback, if any; what it throws is dropped. */
@@ -56,6 +62,8 @@ export const combineEvents = (a: PoolEvents | undefined, b: PoolEvents | undefin
     timedOut: both(a.timedOut, b.timedOut),
     cancelSent: both(a.cancelSent, b.cancelSent),
     terminated: both(a.terminated, b.terminated),
-    changed: both(a.changed, b.changed)
+    changed: both(a.changed, b.changed),
+    audited: both(a.audited, b.audited),
+    auditFailed: both(a.auditFailed, b.auditFailed)
   }
 }

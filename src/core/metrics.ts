@@ -37,7 +37,9 @@ export const MetricNames = {
   useTime: "db.client.connection.use_time",
   releases: "pg_warden.connection.releases",
   cancels: "pg_warden.cancels",
-  terminations: "pg_warden.terminations"
+  terminations: "pg_warden.terminations",
+  audits: "pg_warden.audits",
+  auditDiscrepancies: "pg_warden.audit.discrepancies"
 } as const
 
 /** Seconds, from half a millisecond to 10 s (OpenTelemetry's unit for durations is the second). */
@@ -130,6 +132,28 @@ export const poolMetrics = (
     )
   const cancelCounters = new Map<string, (delta: number) => void>()
   const terminationCounters = new Map<string, (delta: number) => void>()
+  const audits = Object.fromEntries(
+    (["ok", "discrepancies", "failed"] as const).map((result) => [
+      result,
+      sink.counter(
+        MetricNames.audits,
+        "periodic audits, by result",
+        "{audit}",
+        with_({ "pg_warden.audit.result": result })
+      )
+    ])
+  ) as Record<"ok" | "discrepancies" | "failed", (delta: number) => void>
+  const discrepancies = Object.fromEntries(
+    (["unknownToPool", "dirtyIdle", "missingOnServer"] as const).map((kind) => [
+      kind,
+      sink.counter(
+        MetricNames.auditDiscrepancies,
+        "backends the periodic audit found out of step with the pool, by kind",
+        "{backend}",
+        with_({ "pg_warden.audit.discrepancy": kind })
+      )
+    ])
+  ) as Record<"unknownToPool" | "dirtyIdle" | "missingOnServer", (delta: number) => void>
   const refresh = () => {
     const counts = pool()?.counts()
     if (counts === undefined) return
@@ -177,6 +201,13 @@ export const poolMetrics = (
       }
       counter(1)
     },
-    changed: refresh
+    changed: refresh,
+    audited: (report) => {
+      audits[report.ok ? "ok" : "discrepancies"](1)
+      discrepancies.unknownToPool(report.unknownToPool.length)
+      discrepancies.dirtyIdle(report.dirtyIdle.length)
+      discrepancies.missingOnServer(report.missingOnServer.length)
+    },
+    auditFailed: () => audits.failed(1)
   }
 }

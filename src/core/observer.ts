@@ -21,6 +21,8 @@ export interface Backend {
   readonly stateChange: Date | null
   readonly waitEventType: string | null
   readonly backendType: string
+  /** The backend's `application_name` now. */
+  readonly applicationName: string
 }
 
 /** Counts of backends by state (`idle in transaction (aborted)` counts as idle in transaction). */
@@ -43,8 +45,15 @@ export interface WaitOptions {
 }
 
 /** The backends of one `application_name`, the observer's own session left out. */
-export const BACKENDS_SQL = `SELECT pid, state, query, xact_start, state_change, wait_event_type, backend_type
+const BACKEND_COLUMNS = "pid, state, query, xact_start, state_change, wait_event_type, backend_type, application_name"
+
+export const BACKENDS_SQL = `SELECT ${BACKEND_COLUMNS}
   FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid() ORDER BY backend_start, pid`
+
+/** The backends of an application name, and those with the PIDs `$2` whatever their name now. */
+export const BACKENDS_BY_NAME_OR_PID_SQL = `SELECT ${BACKEND_COLUMNS}
+  FROM pg_stat_activity WHERE (application_name = $1 OR pid = ANY($2::int[])) AND pid <> pg_backend_pid()
+  ORDER BY backend_start, pid`
 
 interface BackendRow {
   readonly pid: number
@@ -54,6 +63,7 @@ interface BackendRow {
   readonly state_change: Date | null
   readonly wait_event_type: string | null
   readonly backend_type: string | null
+  readonly application_name?: string | null
 }
 
 /** One row of {@link BACKENDS_SQL} as a {@link Backend}. */
@@ -64,7 +74,8 @@ export const toBackend = (row: BackendRow): Backend => ({
   xactStart: row.xact_start,
   stateChange: row.state_change,
   waitEventType: row.wait_event_type,
-  backendType: row.backend_type ?? ""
+  backendType: row.backend_type ?? "",
+  applicationName: row.application_name ?? ""
 })
 
 export const countStates = (backends: ReadonlyArray<Backend>): StateCounts => {

@@ -142,6 +142,13 @@ export interface WardenOptions<D> {
   readonly validateIdleAfter?: D | undefined
   /** The client's TCP keepalive: the first probe after this long without traffic. Default 30 s (the OS's is 2 h). */
   readonly keepAliveDelay?: D | undefined
+  /**
+   * Run the audit (`WardenPool.audit`) this often, over a short-lived control connection, and log a
+   * warning when the server and the pool disagree (a backend the pool does not hold, an idle session
+   * busy on the server, a held session whose backend is gone); with `metrics`, count them too. Off by
+   * default (`undefined` or 0).
+   */
+  readonly auditInterval?: D | undefined
 }
 
 /** The core's input for pg-warden's own options, durations converted by `ms`. */
@@ -165,6 +172,7 @@ export const wardenInput = <D>(
   | "leakDetectionThreshold"
   | "validateIdleAfter"
   | "keepAliveDelay"
+  | "auditInterval"
 > => {
   const opt = (duration: D | undefined) => (duration === undefined ? undefined : ms(duration))
   const safety = options.serverSafety
@@ -197,6 +205,7 @@ export const wardenInput = <D>(
     lockTimeout: opt(options.lockTimeout),
     leakDetectionThreshold: opt(options.leakDetectionThreshold),
     validateIdleAfter: opt(options.validateIdleAfter),
-    keepAliveDelay: opt(options.keepAliveDelay)
+    keepAliveDelay: opt(options.keepAliveDelay),
+    auditInterval: opt(options.auditInterval)
   }
 }

@@ -11,6 +11,8 @@
  *
  * @internal
  */
+
+import { audit as runAudit } from "./audit.js"
 import { CoreError, describeHolder, type Holder, type HolderReport, type PoolSnapshot, sqlState } from "./errors.js"
 import { tell } from "./events.js"
 import { type InFlight, type ReleaseOutcome, Session, type SessionConfig, type StatementConfig } from "./session.js"
@@ -62,6 +64,8 @@ export interface Member {
   leakReported: boolean
   /** The statement the member is running now, if any. */
   running(): string | undefined
+  /** The server confirmed at connect that `pid` is this session's backend (not behind a proxy's own keys). */
+  readonly pidVerified?: boolean
   /** Whether the member still answers, within `timeoutMs` (a long-idle one, before it is handed out). */
   validate(timeoutMs: number): Promise<boolean>
   release(keep: () => boolean): Promise<ReleaseOutcome>
@@ -100,6 +104,8 @@ export interface PoolConfig {
    * before it is handed out; one that does not answer is terminated and replaced. 0 = never.
    */
   readonly validateIdleAfterMs?: number | undefined
+  /** Run the audit this often and tell `events.audited` what it found (0 = off). */
+  readonly auditIntervalMs?: number | undefined
   /** A lease held longer than this is reported once to `onLeak` (0 = off). */
   readonly leakDetectionMs?: number | undefined
   /** Told about a lease held longer than `leakDetectionMs`; must not throw (what it throws is dropped). */
@@ -200,6 +206,8 @@ export class Pool<S extends Member = Session> {
   private readonly connectAborts = new Set<() => void>()
   private readonly background = new Set<Promise<unknown>>()
   private maintenance: ReturnType<typeof setInterval> | undefined
+  private auditTimer: ReturnType<typeof setInterval> | undefined
+  private auditing: (() => void) | undefined
   private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private startupParameters: SessionConfig["startupParameters"]
   closed = false
@@ -224,6 +232,11 @@ export class Pool<S extends Member = Session> {
     )
     this.maintenance = setInterval(() => this.maintain(), interval)
     this.maintenance.unref()
+    const auditMs = config.auditIntervalMs ?? 0
+    if (auditMs > 0) {
+      this.auditTimer = setInterval(() => this.auditNow(), auditMs)
+      this.auditTimer.unref()
+    }
     this.maintain()
   }
 
@@ -315,6 +328,14 @@ export class Pool<S extends Member = Session> {
   holders(): ReadonlyArray<HolderReport> {
     const now = Date.now()
     return [...this.leased].sort((a, b) => a.leasedAt - b.leasedAt).map((member) => holderReport(member, now))
+  }
+
+  /** Backend PIDs of the idle and leased sessions whose PID the server confirmed (what an audit can look for). */
+  verifiedPids(): ReadonlyArray<number> {
+    const pids: Array<number> = []
+    for (const member of this.idle) if (member.pidVerified === true) pids.push(member.pid)
+    for (const member of this.leased) if (member.pidVerified === true) pids.push(member.pid)
+    return pids
   }
 
   /** Backend PIDs of every session the pool holds, by state. */
@@ -600,6 +621,18 @@ export class Pool<S extends Member = Session> {
     return true
   }
 
+  /** The periodic audit: one at a time; what it finds goes to `events.audited`, a failure to `events.auditFailed`. */
+  private auditNow(): void {
+    if (this.closed || this.auditing !== undefined) return
+    this.auditing = runAudit(this as unknown as Pool<S>, (error, report) => {
+      this.auditing = undefined
+      const events = this.config.session.events
+      if (events === undefined) return
+      if (report !== undefined) tell(events.audited, report)
+      else if (error !== undefined) tell(events.auditFailed, error)
+    })
+  }
+
   /** A long-idle session's check: back to the pool when it answers, terminated (and replaced) when not. */
   private validate(session: S): void {
     this.move(session, "releasing")
@@ -780,6 +813,8 @@ export class Pool<S extends Member = Session> {
     if (this.closed) return
     this.closed = true
     clearInterval(this.maintenance)
+    clearInterval(this.auditTimer)
+    this.auditing?.()
     clearTimeout(this.timer)
     for (let waiter = this.nextWaiter(); waiter !== undefined; waiter = this.nextWaiter()) {
       waiter.state = "cancelled"
