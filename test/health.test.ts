@@ -7,12 +7,42 @@
 import { describe, expect, inject, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { uniqueAppName } from "./support/admin.js"
-import { backendPid, configFor, eventually, open, scopedAdmin } from "./support/warden.js"
+import { backendPid, configFor, eventually, open, scopedAdmin, scopedPrivateServer } from "./support/warden.js"
 import "./support/context.js"
 
 const url = inject("databaseUrl")
 
 describe("health", () => {
+  it.scopedLive(
+    "after a server restart the next borrower gets a live connection at once, within the connect deadline",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* scopedPrivateServer
+        const app = uniqueAppName("health-restart")
+        const { sql } = yield* open(
+          configFor(server.url, app, { maxConnections: 2, minConnections: 2, connectTimeout: "2 seconds" })
+        )
+        const before = yield* scopedAdmin(server.url)
+        const old = yield* Effect.promise(() =>
+          before.waitFor(
+            () => before.backends(app),
+            (bs) => bs.length === 2,
+            { timeoutMs: 5_000, message: "minConnections never reached" }
+          )
+        )
+        yield* Effect.promise(() => before.close())
+        yield* Effect.promise(() => server.restart())
+        // The restart closed every socket; the pool dropped those connections as they closed.
+        const started = performance.now()
+        const pid = yield* backendPid(sql)
+        expect(performance.now() - started).toBeLessThan(2_000 + 1_500)
+        expect(old.map((b) => b.pid)).not.toContain(pid)
+        const after = yield* scopedAdmin(server.url)
+        expect((yield* Effect.promise(() => after.backends(app))).map((b) => b.pid)).toContain(pid)
+      }),
+    60_000
+  )
+
   it.scopedLive(
     "a connection idle past validateIdleAfter whose backend stopped answering is replaced before anyone gets it",
     () =>
