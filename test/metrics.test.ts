@@ -65,7 +65,14 @@ describe("metrics", () => {
         const admin = yield* scopedAdmin(url)
         const reader = new TestReader()
         const layer = Layer.merge(
-          WardenClient.layer(configFor(url, app, { maxConnections: 2, acquireTimeout: "300 millis", metrics: true })),
+          WardenClient.layer(
+            configFor(url, app, {
+              maxConnections: 2,
+              acquireTimeout: "300 millis",
+              metrics: true,
+              auditInterval: "200 millis"
+            })
+          ),
           Metrics.layer(() => reader).pipe(Layer.provide(Resource.layer({ serviceName: "pg-warden-test" })))
         )
         const context = yield* Layer.build(layer)
@@ -158,6 +165,19 @@ describe("metrics", () => {
           ))
         expect(ended).toBe(stats.counters.closed + stats.counters.terminated)
         expect(ended).toBeGreaterThanOrEqual(1)
+        // Its backend was ended from the server side, and the pool's terminate found it gone (or ended it).
+        const terminations = yield* Effect.promise(() => points(reader, MetricNames.terminations, app))
+        expect(terminations.reduce((n, p) => n + (p.value as number), 0)).toBeGreaterThanOrEqual(1)
+        // The periodic audit ran and counted what it found (a discrepancy while the killed session was still held is fine).
+        const audits = yield* Effect.promise(() =>
+          admin.waitFor(
+            () => points(reader, MetricNames.audits, app),
+            (found) => found.reduce((n, p) => n + (p.value as number), 0) >= 1,
+            { timeoutMs: 3_000, message: "no periodic audit counted" }
+          )
+        )
+        expect(audits.every((p) => p.attributes["pg_warden.audit.result"] !== "failed" || p.value === 0)).toBe(true)
+        expect(yield* Effect.promise(() => points(reader, MetricNames.auditDiscrepancies, app))).toHaveLength(3)
 
         // Afterwards nothing is used, and the idle count is what the server shows.
         yield* sql`select 1`
