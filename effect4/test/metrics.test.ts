@@ -165,6 +165,11 @@ describe("metrics (Effect 4)", () => {
               gaugeOrCount(reader, MetricNames.releases, app, { "pg_warden.release.outcome": "cancelled" })
             )
           ).toBe(1)
+          // The release protocol rolled the interrupted transaction back, and timed that step.
+          const rollbackStep = yield* Effect.promise(() =>
+            points(reader, MetricNames.cleanupDuration, app, { "pg_warden.cleanup.step": "rollback" })
+          )
+          expect((rollbackStep[0]?.value as { count?: number } | undefined)?.count).toBeGreaterThanOrEqual(1)
 
           // The other holder's backend killed from outside: its lease ends with the session closed or terminated.
           const victim = busy.filter((b) => b.query.includes("pg_sleep(5)")).map((b) => b.pid)

@@ -26,6 +26,8 @@ export interface PoolEvents {
   readonly terminated?: ((outcome: TerminateOutcome) => void) | undefined
   /** The pool's counts may have changed without a lease (a connection retired or lost, the maintenance tick). */
   readonly changed?: (() => void) | undefined
+  /** A step of the release protocol (`cancel`, `drain`, `rollback`, `reset`, `close`, `terminate`) took `ms`. */
+  readonly cleanupStep?: ((step: string, ms: number) => void) | undefined
   /** The periodic audit compared the pool with the server. */
   readonly audited?: ((report: AuditReport) => void) | undefined
   /** The periodic audit could not run (the server could not be reached within its deadline). */
@@ -63,6 +65,7 @@ export const combineEvents = (a: PoolEvents | undefined, b: PoolEvents | undefin
     cancelSent: both(a.cancelSent, b.cancelSent),
     terminated: both(a.terminated, b.terminated),
     changed: both(a.changed, b.changed),
+    cleanupStep: both(a.cleanupStep, b.cleanupStep),
     audited: both(a.audited, b.audited),
     auditFailed: both(a.auditFailed, b.auditFailed)
   }

@@ -38,6 +38,7 @@ export const MetricNames = {
   releases: "pg_warden.connection.releases",
   cancels: "pg_warden.cancels",
   terminations: "pg_warden.terminations",
+  cleanupDuration: "pg_warden.cleanup.duration",
   audits: "pg_warden.audits",
   auditDiscrepancies: "pg_warden.audit.discrepancies"
 } as const
@@ -132,6 +133,7 @@ export const poolMetrics = (
     )
   const cancelCounters = new Map<string, (delta: number) => void>()
   const terminationCounters = new Map<string, (delta: number) => void>()
+  const cleanupHistograms = new Map<string, (value: number) => void>()
   const audits = Object.fromEntries(
     (["ok", "discrepancies", "failed"] as const).map((result) => [
       result,
@@ -202,6 +204,20 @@ export const poolMetrics = (
       counter(1)
     },
     changed: refresh,
+    cleanupStep: (step, ms) => {
+      let histogram = cleanupHistograms.get(step)
+      if (histogram === undefined) {
+        histogram = sink.histogram(
+          MetricNames.cleanupDuration,
+          "time a step of the release protocol took",
+          "s",
+          DURATION_BOUNDARIES,
+          with_({ "pg_warden.cleanup.step": step })
+        )
+        cleanupHistograms.set(step, histogram)
+      }
+      histogram(ms / 1000)
+    },
     audited: (report) => {
       audits[report.ok ? "ok" : "discrepancies"](1)
       discrepancies.unknownToPool(report.unknownToPool.length)

@@ -128,7 +128,8 @@ export interface WardenOptions<D> {
    * Record the pool's metrics through Effect's `Metric` module: the OpenTelemetry database-client
    * ones (`db.client.connection.count` by state, `.idle.max`, `.idle.min`, `.max`, `.pending_requests`,
    * `.timeouts`, `.create_time`, `.wait_time`, `.use_time`) and pg-warden's own (`pg_warden.connection.releases`
-   * by outcome, `pg_warden.cancels` by channel and outcome, `pg_warden.terminations` by outcome), each with
+   * by outcome, `pg_warden.cancels` by channel and outcome, `pg_warden.terminations` by outcome,
+   * `pg_warden.cleanup.duration` by release step, and with `auditInterval` the audit counters), each with
    * `db.client.connection.pool.name`, `server.address` and `server.port`. Default false: they cost a few
    * metric updates per lease.
    */

@@ -961,18 +961,19 @@ export class Session {
           case "terminate":
             return await this.terminated()
           case "cancel":
-            if (!(await this.cancelInFlight())) return await this.terminated()
+            if (!(await this.timed("cancel", this.cancelInFlight()))) return await this.terminated()
             outcome = "cancelled"
             break
           case "drain":
-            if (!(await this.whenSettled(this.config.deadlines.drain))) return await this.terminated()
+            if (!(await this.timed("drain", this.whenSettled(this.config.deadlines.drain))))
+              return await this.terminated()
             break
           case "rollback":
-            if (!(await this.rollback())) return await this.terminated()
+            if (!(await this.timed("rollback", this.rollback()))) return await this.terminated()
             if (outcome === "reused") outcome = "rolledBack"
             break
           case "reset":
-            if (!(await this.reset())) return await this.terminated()
+            if (!(await this.timed("reset", this.reset()))) return await this.terminated()
             if (outcome !== "cancelled") outcome = "reset"
             break
           case "keep": {
@@ -984,7 +985,7 @@ export class Session {
             // Closed anyway: its session state goes with it, no reset needed.
             this.stateDirty = false
             this.cancelledDuringLease = false
-            await this.close()
+            await this.timed("close", this.close())
             return "closed"
         }
       }
@@ -994,7 +995,19 @@ export class Session {
   }
 
   private async terminated(): Promise<ReleaseOutcome> {
-    await this.terminate()
+    await this.timed("terminate", this.terminate())
     return "terminated"
+  }
+
+  /** A release step's work, its duration told to `events.cleanupStep` (for the metrics). */
+  private async timed<A>(step: ReleaseStep, work: Promise<A>): Promise<A> {
+    const events = this.config.events
+    if (events?.cleanupStep === undefined) return work
+    const started = Date.now()
+    try {
+      return await work
+    } finally {
+      tell(events.cleanupStep, step, Date.now() - started)
+    }
   }
 }
