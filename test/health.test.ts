@@ -7,12 +7,56 @@
 import { describe, expect, inject, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { uniqueAppName } from "./support/admin.js"
-import { backendPid, configFor, eventually, open, scopedAdmin, scopedPrivateServer } from "./support/warden.js"
+import { startProxy } from "./support/proxy.js"
+import {
+  backendPid,
+  configFor,
+  eventually,
+  open,
+  proxyTarget,
+  scopedAdmin,
+  scopedPrivateServer
+} from "./support/warden.js"
 import "./support/context.js"
 
 const url = inject("databaseUrl")
 
 describe("health", () => {
+  it.scopedLive("idle connections cut through the fault proxy leave the pool; the next borrower gets a live one", () =>
+    Effect.gen(function* () {
+      const app = uniqueAppName("health-cut")
+      const admin = yield* scopedAdmin(url)
+      const proxy = yield* Effect.acquireRelease(
+        Effect.promise(() => startProxy(proxyTarget(url))),
+        (proxy) => Effect.promise(() => proxy.close())
+      )
+      const { pool, sql } = yield* open(configFor(proxy.rewrite(url), app, { maxConnections: 2, minConnections: 2 }))
+      const idle = yield* Effect.promise(() =>
+        admin.waitFor(
+          () => admin.backends(app),
+          (bs) => bs.length === 2,
+          { timeoutMs: 5_000, message: "minConnections never reached" }
+        )
+      )
+      const cut = idle.map((b) => b.pid)
+      // Every connection through the proxy reset at once (a load balancer or NAT dropping them).
+      proxy.reset()
+      yield* eventually(pool.stats, (stats) => stats.counters.lostWhileIdle === 2, "the pool saw both sockets close")
+      const started = performance.now()
+      const pid = yield* backendPid(sql)
+      expect(performance.now() - started).toBeLessThan(5_000 + 1_500)
+      expect(cut).not.toContain(pid)
+      // The server ends the cut backends too (their sockets are gone), and the pool is back to minConnections.
+      yield* Effect.promise(() =>
+        admin.waitFor(
+          () => admin.backends(app),
+          (bs) => bs.length === 2 && bs.every((b) => !cut.includes(b.pid)),
+          { timeoutMs: 5_000, message: "the cut backends are still there, or minConnections was not refilled" }
+        )
+      )
+    })
+  )
+
   it.scopedLive(
     "after a server restart the next borrower gets a live connection at once, within the connect deadline",
     () =>
