@@ -126,6 +126,49 @@ describe("health", () => {
       })
   )
 
+  it.scopedLive(
+    "an idle connection nobody takes is checked in the background and replaced when it stopped answering",
+    () =>
+      Effect.gen(function* () {
+        const app = uniqueAppName("health-background")
+        const admin = yield* scopedAdmin(url)
+        const { pool } = yield* open(
+          configFor(url, app, {
+            maxConnections: 2,
+            minConnections: 1,
+            validateIdleAfter: "300 millis",
+            resetTimeout: "300 millis"
+          })
+        )
+        const [idle] = yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.length === 1,
+            { timeoutMs: 5_000, message: "minConnections never reached" }
+          )
+        )
+        admin.freeze(idle!.pid)
+        // No statement at all: the maintenance tick finds it silent and replaces it.
+        yield* eventually(
+          pool.stats,
+          (stats) => stats.counters.validationFailures === 1,
+          "the background check failed"
+        ).pipe(Effect.ensuring(Effect.sync(() => admin.thaw(idle!.pid))))
+        yield* Effect.promise(() =>
+          admin.waitFor(
+            () => admin.backends(app),
+            (bs) => bs.length === 1 && bs[0]!.pid !== idle!.pid,
+            { timeoutMs: 5_000, message: "the silent backend was not replaced" }
+          )
+        )
+        // A live idle connection passes the same check and stays.
+        const replacement = (yield* Effect.promise(() => admin.backends(app)))[0]!.pid
+        yield* eventually(pool.stats, (stats) => stats.counters.validated >= 3, "further background checks")
+        expect((yield* pool.stats).counters.validationFailures).toBe(1)
+        expect((yield* Effect.promise(() => admin.backends(app))).map((b) => b.pid)).toEqual([replacement])
+      })
+  )
+
   it.scopedLive("a recently used connection is handed out without a check", () =>
     Effect.gen(function* () {
       const app = uniqueAppName("health-fresh")

@@ -64,6 +64,8 @@ export interface Member {
   leakReported: boolean
   /** The statement the member is running now, if any. */
   running(): string | undefined
+  /** When the pool last checked that the member answers (0: never); see `validateIdleAfterMs`. */
+  validatedAt: number
   /** The server confirmed at connect that `pid` is this session's backend (not behind a proxy's own keys). */
   readonly pidVerified?: boolean
   /** Whether the member still answers, within `timeoutMs` (a long-idle one, before it is handed out). */
@@ -403,7 +405,7 @@ export class Pool<S extends Member = Session> {
         continue
       }
       const validateAfter = this.config.validateIdleAfterMs ?? 0
-      if (validateAfter > 0 && now - session.idleSince > validateAfter) {
+      if (validateAfter > 0 && now - Math.max(session.idleSince, session.validatedAt) > validateAfter) {
         // Not handed out unchecked: validated in the background, then given to the oldest waiter
         // (perhaps this caller, once it queues) or replaced when it does not answer.
         this.validate(session)
@@ -633,14 +635,21 @@ export class Pool<S extends Member = Session> {
     })
   }
 
-  /** A long-idle session's check: back to the pool when it answers, terminated (and replaced) when not. */
+  /**
+   * A long-idle session's check: back to the pool when it answers, terminated (and replaced) when not.
+   * Run when a borrower would take it, and by the maintenance tick for sessions nobody takes; the
+   * session keeps its idle time, so the idle timeout still retires it.
+   */
   private validate(session: S): void {
+    const idleSince = session.idleSince
     this.move(session, "releasing")
     this.counters.validated++
     const work = this.bounded(session.validate(this.config.session.deadlines.reset), [session], false).then((ok) => {
       if (session.place !== "releasing") return // taken back by shutdown
       if (ok && !this.closed) {
+        session.validatedAt = Date.now()
         this.checkIn(session)
+        if ((session.place as Place) === "idle") session.idleSince = idleSince
         return
       }
       this.counters.validationFailures++
@@ -736,6 +745,14 @@ export class Pool<S extends Member = Session> {
       const expired = session.expiresAt <= now
       const idleTooLong = now - session.idleSince > this.config.idleTimeoutMs && this.total > this.config.minConnections
       if (expired || idleTooLong) this.retire(session, expired ? "expired" : "idle")
+    }
+    // Idle sessions nobody took for a while are checked in the background, so a dead one is replaced
+    // before a borrower needs it.
+    const validateAfter = this.config.validateIdleAfterMs ?? 0
+    if (validateAfter > 0) {
+      for (const session of [...this.idle]) {
+        if (now - Math.max(session.idleSince, session.validatedAt) > validateAfter) this.validate(session)
+      }
     }
     // Refill to minConnections, backing off while connecting fails (0.1 s, doubling, at most 30 s).
     if (now >= this.refillAfter) while (this.total < this.config.minConnections) this.spawnConnect()

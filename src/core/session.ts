@@ -274,6 +274,7 @@ export class Session {
   idleSince = Date.now()
   /** Pool bookkeeping of the current lease (see `Member`). */
   leasedAt = 0
+  validatedAt = 0
   holder: Holder | undefined = undefined
   leakReported = false
   /** The socket error or end that made this session unusable. */

@@ -20,6 +20,7 @@ export class StubMember implements Member {
   clean = true
   readonly settled = true
   leasedAt = 0
+  validatedAt = 0
   holder: Holder | undefined = undefined
   leakReported = false
   constructor(readonly pid: number) {}
