@@ -400,7 +400,7 @@ const makeWith = (
           session: {
             ...resolved.pool.session,
             onConnect,
-            events: combineEvents(combineEvents(events, hooks), auditLog)
+            events: combineEvents(events, hooks, auditLog)
           }
         })
         return created

@@ -4,18 +4,23 @@ import { WardenClient } from "../../src/index.js"
 import { makeEffect3Adapter } from "./effect3.js"
 import { packageVersion } from "./versions.js"
 
-export const adapter = makeEffect3Adapter({
-  name: "pg-warden",
-  versions: {
-    "pg-warden": packageVersion("pg-warden", "../.."),
-    effect: packageVersion("effect"),
-    "@effect/sql": packageVersion("@effect/sql"),
-    pg: packageVersion("pg")
-  },
-  layer: (args) =>
-    WardenClient.layer({
-      url: Redacted.make(args.url),
-      maxConnections: args.poolSize,
-      applicationName: args.appName
-    })
-})
+/** A pg-warden contender named `name`, with `options` on top of the run's pool size and application name. */
+export const wardenAdapter = (name: string, options: Partial<WardenClient.WardenClientConfig> = {}) =>
+  makeEffect3Adapter({
+    name,
+    versions: {
+      "pg-warden": packageVersion("pg-warden", "../.."),
+      effect: packageVersion("effect"),
+      "@effect/sql": packageVersion("@effect/sql"),
+      pg: packageVersion("pg")
+    },
+    layer: (args) =>
+      WardenClient.layer({
+        url: Redacted.make(args.url),
+        maxConnections: args.poolSize,
+        applicationName: args.appName,
+        ...options
+      })
+  })
+
+export const adapter = wardenAdapter("pg-warden")

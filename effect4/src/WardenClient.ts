@@ -558,7 +558,7 @@ export const make = (
           session: {
             ...resolved.pool.session,
             onConnect,
-            events: combineEvents(combineEvents(events, hooks), auditLog)
+            events: combineEvents(events, hooks, auditLog)
           }
         })
         return created

@@ -47,26 +47,23 @@ export const tell = <A extends ReadonlyArray<unknown>>(
   }
 }
 
-/** Both watchers' callbacks, in order (metrics first, then the user's hooks). */
-export const combineEvents = (a: PoolEvents | undefined, b: PoolEvents | undefined): PoolEvents | undefined => {
-  if (a === undefined) return b
-  if (b === undefined) return a
-  const both =
-    <A extends ReadonlyArray<unknown>>(x: ((...args: A) => void) | undefined, y: ((...args: A) => void) | undefined) =>
-    (...args: A) => {
-      tell(x, ...args)
-      tell(y, ...args)
-    }
-  return {
-    connected: both(a.connected, b.connected),
-    acquired: both(a.acquired, b.acquired),
-    released: both(a.released, b.released),
-    timedOut: both(a.timedOut, b.timedOut),
-    cancelSent: both(a.cancelSent, b.cancelSent),
-    terminated: both(a.terminated, b.terminated),
-    changed: both(a.changed, b.changed),
-    cleanupStep: both(a.cleanupStep, b.cleanupStep),
-    audited: both(a.audited, b.audited),
-    auditFailed: both(a.auditFailed, b.auditFailed)
+/**
+ * Several watchers as one, each callback calling theirs in order (metrics, then the user's hooks, then
+ * the audit's log). Only the callbacks some watcher has are defined, so an event nobody watches costs
+ * nothing (a release step is timed only when someone wants its duration).
+ */
+export const combineEvents = (...watchers: ReadonlyArray<PoolEvents | undefined>): PoolEvents | undefined => {
+  const present = watchers.filter((w): w is PoolEvents => w !== undefined)
+  if (present.length <= 1) return present[0]
+  const combined: Record<string, (...args: Array<never>) => void> = {}
+  for (const key of new Set(present.flatMap((w) => Object.keys(w)))) {
+    const callbacks = present
+      .map((w) => w[key as keyof PoolEvents] as ((...args: Array<never>) => void) | undefined)
+      .filter((f) => f !== undefined)
+    if (callbacks.length > 0)
+      combined[key] = (...args) => {
+        for (const callback of callbacks) tell(callback, ...args)
+      }
   }
+  return combined as PoolEvents
 }
