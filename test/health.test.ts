@@ -41,7 +41,12 @@ describe("health", () => {
       const cut = idle.map((b) => b.pid)
       // Every connection through the proxy reset at once (a load balancer or NAT dropping them).
       proxy.reset()
-      yield* eventually(pool.stats, (stats) => stats.counters.lostWhileIdle === 2, "the pool saw both sockets close")
+      yield* eventually(
+        pool.audit,
+        (report) =>
+          report.pool.idle.length + report.pool.leased.length === 2 && report.pool.idle.every((p) => !cut.includes(p)),
+        "the pool dropped the gone connections and holds two others"
+      )
       const started = performance.now()
       const pid = yield* backendPid(sql)
       expect(performance.now() - started).toBeLessThan(5_000 + 1_500)
@@ -205,7 +210,13 @@ describe("health", () => {
           { timeoutMs: 5_000, message: "the killed backends are still on the server" }
         )
       )
-      yield* eventually(pool.stats, (stats) => stats.counters.lostWhileIdle === 2, "the pool saw both sockets close")
+      yield* eventually(
+        pool.audit,
+        (report) =>
+          report.pool.idle.length + report.pool.leased.length === 2 &&
+          report.pool.idle.every((p) => !killed.includes(p)),
+        "the pool dropped the gone connections and holds two others"
+      )
       for (let i = 0; i < 5; i++) {
         const pid = yield* backendPid(sql)
         expect(killed).not.toContain(pid)

@@ -102,8 +102,10 @@ describe("health (Effect 4)", () => {
             { timeoutMs: 5_000, message: "the killed backends are still on the server" }
           )
         )
-        for (let i = 0; (yield* pool.stats).counters.lostWhileIdle < 2; i++) {
-          if (i > 200) return yield* Effect.die(new Error("the pool never saw both sockets close"))
+        for (let i = 0; ; i++) {
+          const { pool: held } = yield* pool.audit
+          if (held.idle.length + held.leased.length === 2 && held.idle.every((p) => !killed.includes(p))) break
+          if (i > 200) return yield* Effect.die(new Error("the pool never dropped the killed connections"))
           yield* Effect.sleep("25 millis")
         }
         for (let i = 0; i < 5; i++) expect(killed).not.toContain(yield* backendPid(sql))
