@@ -65,6 +65,23 @@ describe("WardenClient as SqlClient/PgClient", () => {
     )
   )
 
+  it.live("without the cancel channel, connections opened while others are busy run their first statement", () =>
+    // pg marks a new client ready only after its connect callback: a statement handed to a connection from inside that
+    // callback once waited for a ReadyForQuery that never came (nothing else is sent at connect without the channel).
+    withClient(
+      "no-channel",
+      ({ sql }) =>
+        Effect.gen(function* () {
+          const rows = yield* Effect.all(
+            Array.from({ length: 4 }, (_, i) => sql`select ${i}::int as i, pg_sleep(0.05)`),
+            { concurrency: "unbounded" }
+          ).pipe(Effect.timeout("5 seconds"))
+          expect(rows.map((r) => r[0]?.i)).toEqual([0, 1, 2, 3])
+        }),
+      { cancelChannel: false, maxConnections: 4 }
+    )
+  )
+
   it.live("sends the server safety settings at startup, and none with serverSafety: false", () =>
     Effect.gen(function* () {
       const show = (sql: PgClient.PgClient) =>

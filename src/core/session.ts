@@ -386,7 +386,9 @@ export class Session {
           session.notifySettled()
           session.pump()
         })
-        if (config.cancelChannel === undefined) return prepareSession()
+        // pg calls back from inside its ReadyForQuery handler and marks the client ready only after
+        // that: a statement submitted now would wait for a ReadyForQuery that never comes.
+        if (config.cancelChannel === undefined) return queueMicrotask(prepareSession)
         client.query("SELECT pg_backend_pid() AS pid", (error: unknown, result: Pg.QueryResult) => {
           session.pidVerified = !error && Number(result.rows[0]?.pid) === session.pid
           prepareSession()
