@@ -9,8 +9,9 @@
  * Options: --quick, --only <substring> (repeatable; matches workload names, "pool-overhead" and
  * "memory"), --baseline DIR (pg-warden of another checkout, with its own node_modules, as one more
  * contender), --rounds N, --duration MS (measured time per run), --warmup MS, --contenders a,b
- * (keys: warden, sqlpg, pg, postgresjs, effect4, warden4, and wardenObserved: pg-warden with metrics and leak
- * detection on, only when named), --memory-ops N, --no-save, --report
+ * (keys: warden, sqlpg, pg, postgresjs, effect4, warden4, and only when named: wardenObserved, pg-warden with
+ * metrics and leak detection on; wardenBouncer and pgBouncer, pg-warden and raw pg through a PgBouncer in
+ * transaction mode that the run starts, Debian's pgbouncer package), --memory-ops N, --no-save, --report
  * <results.json> (rebuild the markdown and the chart of a saved run).
  * The Effect 4 contenders (effect4, warden4) run on effect4/'s Node 22 and dependency tree, which the
  * root's `npm ci` installs (its prepare script); the others on the Node that runs this script.
@@ -21,6 +22,7 @@ import { execFileSync, spawn } from "node:child_process"
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { startBouncer } from "../test/support/pgbouncer.js"
 import type { LoadResult } from "./lib/driver.mjs"
 import { type BenchResults, markdownReport, type RunRecord, svgChart } from "./lib/report.js"
 import { Admin, ROWS, redact, startServer } from "./lib/server.js"
@@ -87,11 +89,16 @@ const allContenders: ReadonlyArray<WorkerSpec> = [
   tsWorker("postgresjs", "postgres.js"),
   effect4Worker("effect4", "@effect/sql-pg 4"),
   effect4Worker("warden4", "pg-warden (Effect 4)"),
-  tsWorker("wardenObserved", "pg-warden, metrics + leak detection")
+  tsWorker("wardenObserved", "pg-warden, metrics + leak detection"),
+  tsWorker("wardenBouncer", "pg-warden through PgBouncer", { throughBouncer: true }),
+  tsWorker("pgBouncer", "pg Pool through PgBouncer", { throughBouncer: true })
 ]
 const effect4Keys: ReadonlyArray<string> = ["effect4", "warden4"]
-/** Run only when `--contenders` names them: pg-warden with its observability on, to measure what it costs. */
-const optionalKeys: ReadonlyArray<string> = ["wardenObserved"]
+/**
+ * Run only when `--contenders` names them: pg-warden with its observability on, to measure what it costs, and
+ * pg-warden and raw pg through PgBouncer in transaction mode (started for the run), to measure what PgBouncer costs.
+ */
+const optionalKeys: ReadonlyArray<string> = ["wardenObserved", "wardenBouncer", "pgBouncer"]
 
 const log = (message: string) => process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}\n`)
 const t0 = Date.now()
@@ -225,8 +232,12 @@ const runOne = async (
     const teardownStarted = performance.now()
     const teardown = await worker.send<{ ms: number }>("teardown", {}, 30_000)
     record.teardownMs = teardown.ms
-    const atClose = await admin.view(appName)
-    const afterClose = atClose.total === 0 ? atClose : await admin.waitGone(appName, 2_000)
+    // Through PgBouncer, what it keeps pooled is idle and PgBouncer's: only busy backends count as left behind.
+    const pooled = worker.spec.throughBouncer === true
+    const atClose = await admin.view(appName, pooled)
+    const afterClose = atClose.total === 0 ? atClose : await admin.waitGone(appName, 2_000, pooled)
+    // Backends report their counts when they exit: through PgBouncer, end the server connections it pooled first.
+    if (pooled) await admin.terminateLeftovers(appName)
     // Our own admin queries in between count too (a handful): negligible against thousands of operations.
     record.serverTransactions = (await admin.transactions()) - transactionsBefore
     record.server = {
@@ -326,6 +337,17 @@ const main = async () => {
   log(`starting PostgreSQL (${process.env.DATABASE_URL ? "DATABASE_URL" : "embedded"})`)
   const server = await startServer()
   const admin = await Admin.open(server.url)
+  const bouncer = specs.some((spec) => spec.throughBouncer === true)
+    ? await startBouncer(server.url, { poolSize: 80 })
+    : undefined
+  if (bouncer !== undefined && "skipped" in bouncer) {
+    await admin.close()
+    await server.dispose()
+    throw new UsageError(`the PgBouncer contenders need PgBouncer: ${bouncer.skipped}`)
+  }
+  if (bouncer !== undefined) log(`${bouncer.version} (transaction mode) in front of the server`)
+  const urlFor = (worker: Worker) =>
+    worker.spec.throughBouncer === true && bouncer !== undefined ? bouncer.url : server.url
   const workers = specs.map((spec) => new Worker(spec))
   const results: BenchResults = {
     meta: {
@@ -371,7 +393,7 @@ const main = async () => {
     if (workloads.length > 0) {
       log("warming up each contender's process")
       const warm = { name: "warm-up", group: "warm-up", op: "row", poolSize: 8, clients: 8, interrupt: null } as const
-      for (const worker of workers) await runOne(admin, server.url, worker, warm, 0, quick ? 400 : 1_000)
+      for (const worker of workers) await runOne(admin, urlFor(worker), worker, warm, 0, quick ? 400 : 1_000)
     }
     log(
       `${workloads.length} workloads × ${workers.length} contenders × ${rounds} rounds, ${warmupMs} + ${durationMs} ms each`
@@ -381,7 +403,7 @@ const main = async () => {
       for (let round = 1; round <= rounds; round++) {
         const line: Array<string> = []
         for (const worker of workers) {
-          const record = await runOne(admin, server.url, worker, workload, round)
+          const record = await runOne(admin, urlFor(worker), worker, workload, round)
           results.runs.push(record)
           line.push(
             `${worker.spec.key} ${record.result ? Math.round(record.result.opsPerSec) : "ERR"}${record.check && !record.check.ok ? " (DISAGREES)" : ""}`
@@ -410,12 +432,14 @@ const main = async () => {
     if (runMemory) {
       for (const spec of specs) {
         log(`memory: ${spec.key}, ${memoryOps.toLocaleString("en-US")} operations`)
-        results.memory.push(await runMemoryFor(spec, server.url, admin))
+        const url = spec.throughBouncer === true && bouncer !== undefined ? bouncer.url : server.url
+        results.memory.push(await runMemoryFor(spec, url, admin))
       }
     }
   } finally {
     await Promise.all(workers.map((w) => w.stop().catch(() => undefined)))
     await admin.close().catch(() => undefined)
+    await bouncer?.dispose()
     await server.dispose()
   }
 

@@ -12,6 +12,9 @@ const contenders: Record<string, () => Promise<{ adapter: ContenderAdapter }>> =
   wardenObserved: () => import("./contenders/warden-observed.js"),
   sqlpg: () => import("./contenders/sqlpg.js"),
   pg: () => import("./contenders/pg.js"),
+  wardenBouncer: () => import("./contenders/warden-bouncer.js"),
+  // Raw pg needs nothing different through PgBouncer: it sends no startup options and prepares nothing by name.
+  pgBouncer: () => import("./contenders/pg.js"),
   postgresjs: () => import("./contenders/postgresjs.js")
 }
 

@@ -81,10 +81,13 @@ export class Admin extends Observer {
     return Number(row?.n)
   }
 
-  /** Backends by state for one application_name (our own session excluded). */
-  async view(applicationName: string): Promise<ServerView> {
+  /**
+   * Backends by state for one application_name (our own session excluded). With `busyOnly`, idle backends are left
+   * out: through PgBouncer, the idle server connections it keeps pooled are PgBouncer's, not the contender's.
+   */
+  async view(applicationName: string, busyOnly = false): Promise<ServerView> {
     const byState: Record<string, number> = {}
-    const backends = await this.backends(applicationName)
+    const backends = (await this.backends(applicationName)).filter((b) => !busyOnly || b.state !== "idle")
     for (const b of backends) {
       const state = b.state ?? "unknown"
       byState[state] = (byState[state] ?? 0) + 1
@@ -92,10 +95,10 @@ export class Admin extends Observer {
     return { total: backends.length, byState }
   }
 
-  /** Polls until no backend of `applicationName` is left, up to `ms`; returns the last view. */
-  async waitGone(applicationName: string, ms: number): Promise<ServerView> {
-    await this.waitForBackends(applicationName, (backends) => backends.length === 0, ms)
-    return this.view(applicationName)
+  /** Polls until no backend (with `busyOnly`, no busy one) of `applicationName` is left, up to `ms`; returns the last view. */
+  async waitGone(applicationName: string, ms: number, busyOnly = false): Promise<ServerView> {
+    await this.waitForBackends(applicationName, (backends) => backends.every((b) => busyOnly && b.state === "idle"), ms)
+    return this.view(applicationName, busyOnly)
   }
 
   /** Ends every backend of `applicationName` (leftovers of a run), so the next run starts clean. */

@@ -17,15 +17,22 @@ export interface WorkerSpec {
   readonly label: string
   readonly command: string
   readonly args: ReadonlyArray<string>
+  /** Connects through the run's PgBouncer (transaction mode) instead of to the server itself. */
+  readonly throughBouncer?: boolean
 }
 
 const tsxLoader = path.join(rootDir, "node_modules", "tsx", "dist", "loader.mjs")
 
-export const tsWorker = (key: string, label: string): WorkerSpec => ({
+export const tsWorker = (
+  key: string,
+  label: string,
+  options: { readonly throughBouncer?: boolean } = {}
+): WorkerSpec => ({
   key,
   label,
   command: process.execPath,
-  args: ["--expose-gc", "--import", tsxLoader, path.join(benchDir, "worker.ts"), key]
+  args: ["--expose-gc", "--import", tsxLoader, path.join(benchDir, "worker.ts"), key],
+  ...options
 })
 
 /** pg-warden's worker from another checkout of this repository (`--baseline DIR`). */

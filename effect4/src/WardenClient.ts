@@ -151,7 +151,12 @@ const coreInput = (config: WardenClientConfig): CoreConfig.ConfigInput => {
     idleTimeout: ms(config.idleTimeout),
     connectionTTL: ms(config.connectionTTL),
     applicationName: config.applicationName ?? config.startupParameters?.application_name,
-    statementCacheSize: config.prepare === false ? 0 : config.preparedStatementCacheSize,
+    // An explicit `prepare: true` counts as asking for the cache (refused through PgBouncer, never ignored).
+    statementCacheSize:
+      config.prepare === false
+        ? 0
+        : (config.preparedStatementCacheSize ??
+          (config.prepare === true ? CoreConfig.defaults.statementCacheSize : undefined)),
     startupParameters: config.startupParameters,
     startupOptions: config.startupOptions,
     ...CoreOptions.wardenInput(

@@ -6,6 +6,10 @@ declare module "vitest" {
   export interface ProvidedContext {
     databaseUrl: string
     serverKind: "embedded" | "external"
+    /** PgBouncer (transaction mode) in front of the test server; "" when there is none (see `bouncerSkipped`). */
+    bouncerUrl: string
+    bouncerAdminUrl: string
+    bouncerSkipped: string
   }
 }
 

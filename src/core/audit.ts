@@ -49,6 +49,12 @@ export const audit = <S extends Member>(
   onDone: (error: CoreError | undefined, report?: AuditReport) => void
 ): (() => void) => {
   const config = pool.config.session
+  if (config.pgbouncer === true) {
+    onDone(
+      new CoreError("InvalidConfig", "the audit cannot run through PgBouncer: it maps sessions to backends by PID")
+    )
+    return () => {}
+  }
   const applicationName = config.applicationName
   const timeoutMs = config.connectTimeoutMs + config.deadlines.terminate
   const verified = pool.verifiedPids()

@@ -80,6 +80,8 @@ export interface ConfigInput {
   readonly startupParameters?: Readonly<Record<string, string>> | undefined
   /** A libpq `options` string (`-c name=value …`), merged like the URL's `options`. */
   readonly startupOptions?: string | undefined
+  /** The server is PgBouncer in transaction mode (see `bouncerRefusals`). */
+  readonly pgbouncer?: boolean | undefined
 }
 
 /** What resolution gives: the pool's configuration (without a connect hook) and where it connects. */
@@ -230,6 +232,45 @@ const mergeStartupParameters = (
   return out
 }
 
+/**
+ * What cannot work through PgBouncer in transaction mode, with what to do instead. PgBouncer 1.18 refuses
+ * every startup parameter it does not track itself (`options` among them), so run-time settings cannot
+ * travel with the connection; it has no support for named prepared statements; its keys are its own, so
+ * a backend PID means nothing to the client; and a client's statements land on whichever server
+ * backend is free, so a session-level setting, a LISTEN or the audit's PID map has no owner.
+ */
+const bouncerRefusals = (
+  input: ConfigInput,
+  fromUrl: ReadonlyArray<readonly [string, string, string]>
+): ReadonlyArray<string> => {
+  const refused: Array<string> = []
+  const serverSide = "set it for the role on the server (ALTER ROLE … SET) or in PgBouncer's connect_query"
+  for (const [name, , source] of fromUrl) refused.push(`${name} (${source}): ${serverSide}`)
+  for (const name of Object.keys(input.startupParameters ?? {}))
+    refused.push(`startupParameters.${name}: ${serverSide}`)
+  if (input.statementTimeout !== undefined) refused.push(`statementTimeout: ${serverSide}`)
+  if (input.lockTimeout !== undefined) refused.push(`lockTimeout: ${serverSide}`)
+  if (input.serverSafety !== undefined && input.serverSafety !== false) {
+    refused.push(`serverSafety: ${serverSide} (docs/DESIGN.md, "Through PgBouncer", lists the settings)`)
+  }
+  if (input.statementCacheSize !== undefined && input.statementCacheSize > 0) {
+    refused.push(
+      "statementCacheSize (or prepare): PgBouncer 1.18 cannot keep named prepared statements in transaction mode"
+    )
+  }
+  if (input.cancelChannel === true) refused.push("cancelChannel: PgBouncer hides backend PIDs, cancels go by protocol")
+  if (input.cancelProbe === true) {
+    refused.push("cancelProbe: PgBouncer answers a CancelRequest before the server has acted on it")
+  }
+  if (input.sessionReset === "always") {
+    refused.push('sessionReset "always": in transaction mode a reset lands on whichever backend is free')
+  }
+  if (input.auditInterval !== undefined && input.auditInterval > 0) {
+    refused.push("auditInterval: the audit maps sessions to backends by PID, which PgBouncer hides")
+  }
+  return refused
+}
+
 /** URL parameters pg would send as run-time parameters of their own; pg-warden merges them instead. */
 const URL_SETTINGS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"] as const
 
@@ -339,7 +380,12 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
     const value = parsed?.[name] ?? adopted?.[name]
     if (value !== undefined && value !== null && value !== false) fromUrl.push([name, String(value), `URL ${name}`])
   }
-  const startupParameters = mergeStartupParameters(input, fromUrl)
+  const bouncer = input.pgbouncer === true
+  if (bouncer) {
+    const refused = bouncerRefusals(input, fromUrl)
+    if (refused.length > 0) throw invalid(`not possible through PgBouncer in transaction mode: ${refused.join("; ")}`)
+  }
+  const startupParameters = bouncer ? [] : mergeStartupParameters(input, fromUrl)
 
   const {
     options: _options,
@@ -399,12 +445,15 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
         connectTimeoutMs,
         deadlines,
         startupParameters,
-        statementCacheSize,
-        cancelProbe: input.cancelProbe ?? true,
+        statementCacheSize: bouncer ? 0 : statementCacheSize,
+        cancelProbe: bouncer ? false : (input.cancelProbe ?? true),
         keepAliveDelayMs: input.keepAliveDelay ?? 30_000,
         alwaysReset: input.sessionReset === "always",
         cancelChannel:
-          input.cancelChannel === false ? undefined : new CancelChannel(pgConfig, applicationName, connectTimeoutMs)
+          input.cancelChannel === false || bouncer
+            ? undefined
+            : new CancelChannel(pgConfig, applicationName, connectTimeoutMs),
+        pgbouncer: bouncer
       },
       maxConnections,
       minConnections,

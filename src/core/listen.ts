@@ -44,6 +44,15 @@ export class ListenHub {
     onNotification: (notification: Notification) => void,
     onFail: (error: CoreError) => void
   ): Promise<() => Promise<void>> {
+    if (this.pool.config.session.pgbouncer === true) {
+      // In transaction mode the LISTEN would run on whichever backend is free and be forgotten with it.
+      return Promise.reject(
+        new CoreError(
+          "InvalidConfig",
+          "LISTEN cannot work through PgBouncer in transaction mode: listen with a client connected to the server itself"
+        )
+      )
+    }
     const subscriber: Subscriber = { channel, onNotification, onFail }
     return this.serially(async () => {
       const session = this.session ?? (await this.open())

@@ -150,6 +150,17 @@ export interface WardenOptions<D> {
    * default (`undefined` or 0).
    */
   readonly auditInterval?: D | undefined
+  /**
+   * The URL points at PgBouncer in transaction mode (PgBouncer 1.18 refuses the startup options that
+   * carry the safety settings, and each transaction may run on another server backend). With `true`,
+   * no run-time parameter travels with the connection (set them for the role, or with PgBouncer's
+   * `connect_query`), statements are not prepared by name, cancels go by protocol through PgBouncer,
+   * nothing is ended by PID (a forced end closes the socket, and PgBouncer drops a server connection
+   * that is not idle), no session reset runs, and `listen` and the audit fail with `InvalidConfig`.
+   * Options that need a direct connection fail with `InvalidConfig` too. Default false; connecting
+   * to PgBouncer without it fails with `ConnectFailed` naming this option.
+   */
+  readonly pgbouncer?: boolean | undefined
 }
 
 /** The core's input for pg-warden's own options, durations converted by `ms`. */
@@ -174,6 +185,7 @@ export const wardenInput = <D>(
   | "validateIdleAfter"
   | "keepAliveDelay"
   | "auditInterval"
+  | "pgbouncer"
 > => {
   const opt = (duration: D | undefined) => (duration === undefined ? undefined : ms(duration))
   const safety = options.serverSafety
@@ -207,6 +219,7 @@ export const wardenInput = <D>(
     leakDetectionThreshold: opt(options.leakDetectionThreshold),
     validateIdleAfter: opt(options.validateIdleAfter),
     keepAliveDelay: opt(options.keepAliveDelay),
-    auditInterval: opt(options.auditInterval)
+    auditInterval: opt(options.auditInterval),
+    pgbouncer: options.pgbouncer
   }
 }

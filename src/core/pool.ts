@@ -879,6 +879,14 @@ const connectError = (error: unknown, timeoutMs: number): CoreError => {
   if (/timeout|timed out/i.test(message) && sqlState(error) === undefined) {
     return new CoreError("ConnectTimeout", `could not connect within ${timeoutMs} ms: ${message}`, error)
   }
+  if (/unsupported startup parameter/i.test(message)) {
+    // PgBouncer before 1.20 refuses the `options` startup parameter, which carries the safety settings.
+    return new CoreError(
+      "ConnectFailed",
+      `could not connect: ${message} (this looks like PgBouncer, which refuses run-time parameters at startup: set pgbouncer: true)`,
+      error
+    )
+  }
   return new CoreError("ConnectFailed", `could not connect: ${message}`, error)
 }
 

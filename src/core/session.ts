@@ -66,6 +66,13 @@ export interface SessionConfig {
   /** Reset after every lease, not only after one whose statements may have changed session state. */
   readonly alwaysReset: boolean
   /**
+   * The server is PgBouncer in transaction mode: the backend behind the session changes between
+   * transactions. Its key and PID are PgBouncer's, so nothing is ended by PID (the socket is closed and
+   * PgBouncer drops a server connection that is not idle), and session state belongs to whichever
+   * backend ran the statement, so no reset is run (it would land on another backend).
+   */
+  readonly pgbouncer?: boolean | undefined
+  /**
    * Runs on every new session before its first use (the user's connect hook). What it sets is the
    * session's baseline, restored by every reset. Aborted through `signal` when connecting fails.
    */
@@ -538,7 +545,7 @@ export class Session {
    */
   note(text: string): number {
     const kind = classify(text)
-    if ((kind & DIRTIES) !== 0 || this.config.alwaysReset) this.stateDirty = true
+    if (((kind & DIRTIES) !== 0 || this.config.alwaysReset) && this.config.pgbouncer !== true) this.stateDirty = true
     if ((kind & DROPS_PREPARED) !== 0) this.forgetAllPrepared()
     return kind
   }
@@ -857,7 +864,7 @@ export class Session {
     this.revoked ??= "Connection terminated by pg-warden"
     this.markLost(new Error("Connection terminated by pg-warden"))
     destroyClient(this.client)
-    if (mayStillRun && this.pid !== 0) {
+    if (mayStillRun && this.pid !== 0 && this.config.pgbouncer !== true) {
       const outcome = await terminateBackend(
         this.config.client,
         this.pid,
@@ -878,7 +885,7 @@ export class Session {
     destroyClient(this.client)
     this.ending ??= Promise.resolve()
     // Whatever overran may have left the backend busy; a backend already gone is simply not found.
-    if (this.pid !== 0) {
+    if (this.pid !== 0 && this.config.pgbouncer !== true) {
       void terminateBackend(this.config.client, this.pid, this.config.applicationName, this.config.deadlines.terminate)
     }
   }

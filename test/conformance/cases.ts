@@ -15,6 +15,7 @@
  * a hard time limit, so that a contender that hangs fails instead of hanging CI, and a clean-up.
  */
 import { randomBytes } from "node:crypto"
+import Pg from "pg"
 import * as Interruptions from "../../cli/src/interruptions.js"
 import { allRunning, type Deadlines, type Reporter } from "../../cli/src/interruptions.js"
 import { cleanupBoundMs } from "../../src/core/config.js"
@@ -54,6 +55,18 @@ export interface CaseContext {
   readonly schema: string
   /** Builds a fresh layer of the contender, connecting as `app`. */
   readonly open: (options: LayerOptions) => Promise<Client>
+  /**
+   * Set when `url` is PgBouncer in transaction mode (`admin` then reads the server itself): PgBouncer keeps the
+   * server connections it pooled, so "nothing left" means no backend of the case busy or in a transaction and no
+   * PgBouncer client of the case.
+   */
+  readonly bouncer?: { readonly adminUrl: string } | undefined
+}
+
+/** Where a case runs through PgBouncer: the server itself (for the admin connection) and PgBouncer's console. */
+export interface ThroughBouncer {
+  readonly serverUrl: string
+  readonly adminUrl: string
 }
 
 export interface Case {
@@ -211,13 +224,63 @@ const withContender = async (
   await noBackendsLeft(ctx)
 }
 
-const noBackendsLeft = (ctx: CaseContext) =>
-  waitForBackends(
+const noBackendsLeft = async (ctx: CaseContext): Promise<void> => {
+  const bouncer = ctx.bouncer
+  if (bouncer === undefined) {
+    await waitForBackends(
+      ctx,
+      (bs) => bs.length === 0,
+      NO_BACKENDS_WITHIN_MS,
+      `backends left on the server ${NO_BACKENDS_WITHIN_MS} ms after the layer's scope closed`
+    )
+    return
+  }
+  await waitForBackends(
     ctx,
-    (bs) => bs.length === 0,
+    (bs) => bs.every((b) => b.state === "idle"),
     NO_BACKENDS_WITHIN_MS,
-    `backends left on the server ${NO_BACKENDS_WITHIN_MS} ms after the layer's scope closed`
+    `backends busy or in a transaction ${NO_BACKENDS_WITHIN_MS} ms after the layer's scope closed`
   )
+  const clients = await bouncerClients(bouncer.adminUrl, ctx.app, NO_BACKENDS_WITHIN_MS)
+  check(
+    clients.length === 0,
+    `PgBouncer still has clients of the case after its scope closed: ${JSON.stringify(clients)}`
+  )
+}
+
+/**
+ * PgBouncer's clients named `app` (its `SHOW CLIENTS`), once none is left or `timeoutMs` has passed. PgBouncer's
+ * console takes only the simple query protocol.
+ */
+export const bouncerClients = async (
+  adminUrl: string,
+  app: string,
+  timeoutMs: number
+): Promise<ReadonlyArray<{ readonly state: string }>> => {
+  const deadline = now() + timeoutMs
+  for (;;) {
+    const rows = (await simpleQuery(adminUrl, "SHOW CLIENTS")) as ReadonlyArray<{
+      readonly state: string
+      readonly application_name: string
+    }>
+    const mine = rows.filter((row) => row.application_name === app).map((row) => ({ state: row.state }))
+    if (mine.length === 0 || now() > deadline) return mine
+    await sleep(50)
+  }
+}
+
+/** One simple-protocol statement on a connection of its own (PgBouncer's console has no extended protocol). */
+const simpleQuery = async (url: string, text: string): Promise<ReadonlyArray<Record<string, unknown>>> => {
+  const client = new Pg.Client({ connectionString: url, application_name: "pg-warden-tests-bouncer-admin" })
+  client.on("error", () => {})
+  await client.connect()
+  try {
+    const result = await client.query(text)
+    return result.rows
+  } finally {
+    await client.end().catch(() => undefined)
+  }
+}
 
 /** Host and port of the server behind `url`, for a fault proxy in front of it. */
 const proxyTarget = (url: string): { readonly host: string; readonly port: number } => {
@@ -975,8 +1038,14 @@ export const testName = (testCase: Case) => `${testCase.id} [${testCase.contract
  * the schema is dropped, so one case's leaks do not spill into the next. `prefix` tells the editions' application
  * names apart.
  */
-export const runCase = async (testCase: Case, contender: Contender, url: string, prefix = ""): Promise<void> => {
-  const admin = await Admin.connect(url)
+export const runCase = async (
+  testCase: Case,
+  contender: Contender,
+  url: string,
+  prefix = "",
+  through?: ThroughBouncer
+): Promise<void> => {
+  const admin = await Admin.connect(through?.serverUrl ?? url)
   const app = uniqueAppName(`${prefix}${contender.name}-${testCase.id}`)
   const schema = `conformance_${randomBytes(6).toString("hex")}`
   const opened: Array<Client> = []
@@ -989,7 +1058,8 @@ export const runCase = async (testCase: Case, contender: Contender, url: string,
       const client = await contender.open(options.url ?? url, app, options)
       opened.push(client)
       return client
-    }
+    },
+    bouncer: through === undefined ? undefined : { adminUrl: through.adminUrl }
   }
   try {
     await admin.query(`CREATE SCHEMA ${schema}`)

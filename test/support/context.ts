@@ -9,6 +9,12 @@ declare module "vitest" {
   export interface ProvidedContext {
     databaseUrl: string
     serverKind: ServerKind
+    /** PgBouncer (transaction mode) in front of the test server; "" when there is none (see `bouncerSkipped`). */
+    bouncerUrl: string
+    /** PgBouncer's admin console. */
+    bouncerAdminUrl: string
+    /** Why there is no PgBouncer (empty when there is one). */
+    bouncerSkipped: string
   }
 }
 
