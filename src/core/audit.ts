@@ -59,40 +59,47 @@ export const audit = <S extends Member>(
   const timeoutMs = config.connectTimeoutMs + config.deadlines.terminate
   const verified = pool.verifiedPids()
   const query = BACKENDS_BY_NAME_OR_PID_SQL
-  return controlStatement(config.client, timeoutMs, query, [applicationName, [...verified]], (outcome) => {
-    if (outcome._tag === "timeout") {
-      return onDone(new CoreError("ConnectTimeout", `the audit did not complete within ${timeoutMs} ms`))
-    }
-    if (outcome._tag === "failed") {
-      return onDone(
-        outcome.connecting
-          ? new CoreError("ConnectFailed", "audit could not connect", outcome.error)
-          : new CoreError("Statement", "audit failed", outcome.error)
-      )
-    }
-    const server: Array<ServerBackend> = outcome.result.rows.map(toBackend)
-    const pids = pool.pids()
-    const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
-    const idle = new Set(pids.idle)
-    const onServer = new Set(server.map((b) => b.pid))
-    const unknownToPool = server.filter((b) => !known.has(b.pid) && b.applicationName === applicationName)
-    const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
-    // Only sessions still held after the query: one that left the pool meanwhile is not missing.
-    const held = pool.pids()
-    const stillHeld = new Set([...held.idle, ...held.leased])
-    const missingOnServer = verified.filter((pid) => stillHeld.has(pid) && !onServer.has(pid))
-    const renamed = server.filter((b) => known.has(b.pid) && b.applicationName !== applicationName)
-    onDone(undefined, {
-      ok: unknownToPool.length === 0 && dirtyIdle.length === 0 && missingOnServer.length === 0,
-      applicationName,
-      server: server.filter((b) => b.applicationName === applicationName || known.has(b.pid)),
-      pool: pids,
-      unknownToPool,
-      dirtyIdle,
-      missingOnServer,
-      renamed
-    })
-  })
+  return controlStatement(
+    config.client,
+    timeoutMs,
+    query,
+    [applicationName, [...verified]],
+    (outcome) => {
+      if (outcome._tag === "timeout") {
+        return onDone(new CoreError("ConnectTimeout", `the audit did not complete within ${timeoutMs} ms`))
+      }
+      if (outcome._tag === "failed") {
+        return onDone(
+          outcome.connecting
+            ? new CoreError("ConnectFailed", "audit could not connect", outcome.error)
+            : new CoreError("Statement", "audit failed", outcome.error)
+        )
+      }
+      const server: Array<ServerBackend> = outcome.result.rows.map(toBackend)
+      const pids = pool.pids()
+      const known = new Set([...pids.idle, ...pids.leased, ...pids.releasing])
+      const idle = new Set(pids.idle)
+      const onServer = new Set(server.map((b) => b.pid))
+      const unknownToPool = server.filter((b) => !known.has(b.pid) && b.applicationName === applicationName)
+      const dirtyIdle = server.filter((b) => idle.has(b.pid) && b.state !== "idle")
+      // Only sessions still held after the query: one that left the pool meanwhile is not missing.
+      const held = pool.pids()
+      const stillHeld = new Set([...held.idle, ...held.leased])
+      const missingOnServer = verified.filter((pid) => stillHeld.has(pid) && !onServer.has(pid))
+      const renamed = server.filter((b) => known.has(b.pid) && b.applicationName !== applicationName)
+      onDone(undefined, {
+        ok: unknownToPool.length === 0 && dirtyIdle.length === 0 && missingOnServer.length === 0,
+        applicationName,
+        server: server.filter((b) => b.applicationName === applicationName || known.has(b.pid)),
+        pool: pids,
+        unknownToPool,
+        dirtyIdle,
+        missingOnServer,
+        renamed
+      })
+    },
+    config.control
+  )
 }
 
 /** What a periodic audit found, in one line (for its warning), or `undefined` when it found nothing wrong. */

@@ -11,7 +11,7 @@ import { CancelChannel } from "./control.js"
 import { CoreError } from "./errors.js"
 import type { PoolConfig } from "./pool.js"
 import type { Deadlines, SessionConfig } from "./session.js"
-import { CONTROL_APPLICATION_NAME } from "./wire.js"
+import { CONTROL_APPLICATION_NAME, ControlSlots, controlNameOf } from "./wire.js"
 
 /** The defaults, in milliseconds where they are durations. */
 export const defaults = {
@@ -27,6 +27,7 @@ export const defaults = {
   resetTimeout: 1_000,
   terminateTimeout: 1_000,
   statementCacheSize: 256,
+  controlConnections: 2,
   applicationName: "pg-warden",
   idleInTransactionSessionTimeout: 60_000,
   clientConnectionCheckInterval: 1_000,
@@ -82,6 +83,8 @@ export interface ConfigInput {
   readonly startupOptions?: string | undefined
   /** The server is PgBouncer in transaction mode (see `bouncerRefusals`). */
   readonly pgbouncer?: boolean | undefined
+  /** Short-lived control connections (out-of-band terminates, audits) open at one time, at most. */
+  readonly controlConnections?: number | undefined
 }
 
 /** What resolution gives: the pool's configuration (without a connect hook) and where it connects. */
@@ -322,6 +325,10 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
   if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) {
     throw invalid(`port must be between 1 and 65535, got ${port}`)
   }
+  const controlConnections = input.controlConnections ?? defaults.controlConnections
+  if (!Number.isInteger(controlConnections) || controlConnections < 1) {
+    throw invalid(`controlConnections must be a positive integer, got ${controlConnections}`)
+  }
   const statementCacheSize = input.statementCacheSize ?? defaults.statementCacheSize
   if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
     throw invalid(`statementCacheSize must be a non-negative integer, got ${statementCacheSize}`)
@@ -453,6 +460,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
           input.cancelChannel === false || bouncer
             ? undefined
             : new CancelChannel(pgConfig, applicationName, connectTimeoutMs),
+        control: { slots: new ControlSlots(controlConnections), applicationName: controlNameOf(applicationName) },
         pgbouncer: bouncer
       },
       maxConnections,

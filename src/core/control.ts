@@ -16,7 +16,7 @@
  * @internal
  */
 import type * as Pg from "pg"
-import { type CancelOutcome, CONTROL_APPLICATION_NAME, controlClient, destroyClient, endClient } from "./wire.js"
+import { type CancelOutcome, controlClient, controlNameOf, destroyClient, endClient } from "./wire.js"
 
 const CANCEL_SQL = "SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2"
 
@@ -40,7 +40,7 @@ export class CancelChannel {
     private readonly connectTimeoutMs: number
   ) {
     // Named after the pool, so the server shows whose channel it is.
-    this.applicationName = `${CONTROL_APPLICATION_NAME}:${poolApplicationName}`.slice(0, 63)
+    this.applicationName = controlNameOf(poolApplicationName)
   }
 
   readonly applicationName: string

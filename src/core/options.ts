@@ -161,6 +161,13 @@ export interface WardenOptions<D> {
    * to PgBouncer without it fails with `ConnectFailed` naming this option.
    */
   readonly pgbouncer?: boolean | undefined
+  /**
+   * How many short-lived control connections (`pg-warden-control:<applicationName>`: out-of-band terminates and
+   * audits) the pool may have open at one time; more wait their turn within their own deadline (a terminate that gets
+   * no slot in time leaves the backend to the server's safety settings). With the cancel channel and a LISTEN session,
+   * this bounds what one pool opens: see the README's "Connection budget". Default 2.
+   */
+  readonly controlConnections?: number | undefined
 }
 
 /** The core's input for pg-warden's own options, durations converted by `ms`. */
@@ -186,6 +193,7 @@ export const wardenInput = <D>(
   | "keepAliveDelay"
   | "auditInterval"
   | "pgbouncer"
+  | "controlConnections"
 > => {
   const opt = (duration: D | undefined) => (duration === undefined ? undefined : ms(duration))
   const safety = options.serverSafety
@@ -220,6 +228,7 @@ export const wardenInput = <D>(
     validateIdleAfter: opt(options.validateIdleAfter),
     keepAliveDelay: opt(options.keepAliveDelay),
     auditInterval: opt(options.auditInterval),
-    pgbouncer: options.pgbouncer
+    pgbouncer: options.pgbouncer,
+    controlConnections: options.controlConnections
   }
 }

@@ -25,6 +25,7 @@ import { type PoolEvents, tell } from "./events.js"
 import type { Place } from "./pool.js"
 import {
   type CancelOutcome,
+  type ControlTarget,
   destroyClient,
   type Endpoint,
   endClient,
@@ -61,6 +62,8 @@ export interface SessionConfig {
   readonly cancelProbe: boolean
   /** The client's TCP keepalive: the first probe after this long without traffic. */
   readonly keepAliveDelayMs?: number | undefined
+  /** The pool's short-lived control connections (out-of-band terminates): their cap and their name. */
+  readonly control?: ControlTarget | undefined
   /** Where cancels go first (the pool's control connection); the protocol CancelRequest otherwise. */
   readonly cancelChannel?: CancelChannel | undefined
   /** Reset after every lease, not only after one whose statements may have changed session state. */
@@ -214,6 +217,12 @@ const statementKey = (config: StatementConfig): string =>
 
 /** How long an interrupted statement may take to end by itself before it is cancelled. */
 const CANCEL_GRACE_MS = 2
+
+/**
+ * The same through PgBouncer, longer: there a cancel that crosses its statement's end inside a transaction costs the
+ * server connection (DESIGN.md §10), and a statement's round trip through PgBouncer is longer and more variable.
+ */
+const BOUNCER_CANCEL_GRACE_MS = 20
 
 /**
  * One statement submitted by a session: pg's own Query, constructed the cheap way (pg copies a
@@ -742,7 +751,10 @@ export class Session {
     if (target === undefined) return this.whenSettled(this.config.deadlines.drain)
     // Most statements take well under a millisecond: one that ends by itself within a short grace
     // needs no cancel at all (and so no confirmation). Taken out of the drain deadline.
-    const grace = Math.min(CANCEL_GRACE_MS, this.config.deadlines.drain / 2)
+    const grace = Math.min(
+      this.config.pgbouncer === true ? BOUNCER_CANCEL_GRACE_MS : CANCEL_GRACE_MS,
+      this.config.deadlines.drain / 2
+    )
     if (await this.whenSettled(grace, false)) return true
     this.cancelUnconfirmed = true
     this.cancelledDuringLease = true
@@ -770,6 +782,14 @@ export class Session {
     const settled = await this.whenSettled(drain)
     if (!settled) return false
     if (target.done && sqlStateOf(target.error) === QUERY_CANCELED) {
+      this.cancelUnconfirmed = false
+      return true
+    }
+    if (this.config.pgbouncer === true && this.transactionStatus === "I") {
+      // Through PgBouncer the statement ended outside a transaction, so PgBouncer has taken its backend back: a cancel
+      // still on its way lands on that backend, whoever runs there next, and ending this session would not stop it
+      // (DESIGN.md §10). Inside a transaction the backend is still ours, and terminating it (below) is what keeps the
+      // cancel from reaching anyone.
       this.cancelUnconfirmed = false
       return true
     }
@@ -869,7 +889,8 @@ export class Session {
         this.config.client,
         this.pid,
         this.config.applicationName,
-        this.config.deadlines.terminate
+        this.config.deadlines.terminate,
+        this.config.control
       )
       tell(this.config.events?.terminated, outcome)
     }
@@ -886,7 +907,13 @@ export class Session {
     this.ending ??= Promise.resolve()
     // Whatever overran may have left the backend busy; a backend already gone is simply not found.
     if (this.pid !== 0 && this.config.pgbouncer !== true) {
-      void terminateBackend(this.config.client, this.pid, this.config.applicationName, this.config.deadlines.terminate)
+      void terminateBackend(
+        this.config.client,
+        this.pid,
+        this.config.applicationName,
+        this.config.deadlines.terminate,
+        this.config.control
+      )
     }
   }
 

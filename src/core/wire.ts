@@ -89,6 +89,55 @@ export const controlClient = (
   return client
 }
 
+/**
+ * A cap on the short-lived control connections a pool has open at one time (out-of-band terminates and audits), so
+ * that what the pool opens on the server stays within its stated budget (README, "Connection budget"). Slots are
+ * granted in order; a waiter gives up at its own deadline.
+ */
+export class ControlSlots {
+  private used = 0
+  private readonly waiting: Array<() => void> = []
+
+  constructor(readonly limit: number) {}
+
+  /** Calls `start` once a slot is free (at once when one is); returns the function that gives the slot back or leaves the queue. */
+  take(start: () => void): () => void {
+    let state: "waiting" | "holding" | "done" = "waiting"
+    const grant = () => {
+      state = "holding"
+      this.used++
+      start()
+    }
+    if (this.used < this.limit) grant()
+    else this.waiting.push(grant)
+    return () => {
+      if (state === "holding") {
+        this.used--
+        this.waiting.shift()?.()
+      } else if (state === "waiting") {
+        const index = this.waiting.indexOf(grant)
+        if (index >= 0) this.waiting.splice(index, 1)
+      }
+      state = "done"
+    }
+  }
+
+  /** Control connections open now (for tests). */
+  get inUse(): number {
+    return this.used
+  }
+}
+
+/** Where a control statement runs: its slots (none: no cap) and the name the server shows for its connection. */
+export interface ControlTarget {
+  readonly slots?: ControlSlots | undefined
+  readonly applicationName?: string | undefined
+}
+
+/** The name of a pool's control connections: `pg-warden-control:<pool's name>`, so the server shows whose they are. */
+export const controlNameOf = (poolApplicationName: string): string =>
+  `${CONTROL_APPLICATION_NAME}:${poolApplicationName}`.slice(0, 63)
+
 /** What one control statement came to. */
 export type ControlOutcome =
   | { readonly _tag: "done"; readonly result: Pg.QueryResult }
@@ -96,33 +145,43 @@ export type ControlOutcome =
   | { readonly _tag: "timeout" }
 
 /**
- * One statement over a short-lived control connection (`pg-warden-control`): connect, run, close,
- * all within `timeoutMs`. Returns a function that abandons it (the socket is destroyed at once).
+ * One statement over a short-lived control connection: wait for a slot (when `target` has slots), connect, run,
+ * close, all within `timeoutMs`. Returns a function that abandons it (the socket is destroyed at once).
  */
 export const controlStatement = (
   config: Pg.ClientConfig,
   timeoutMs: number,
   text: string,
   values: ReadonlyArray<unknown>,
-  onDone: (outcome: ControlOutcome) => void
+  onDone: (outcome: ControlOutcome) => void,
+  target: ControlTarget = {}
 ): (() => void) => {
   let settled = false
-  const client = controlClient(config, CONTROL_APPLICATION_NAME, timeoutMs)
+  let client: Pg.Client | undefined
+  let giveBack = () => {}
   const finish = (outcome: ControlOutcome | undefined) => {
     if (settled) return
     settled = true
     clearTimeout(timer)
-    destroyClient(client)
+    if (client !== undefined) destroyClient(client)
+    giveBack()
     if (outcome !== undefined) onDone(outcome)
   }
   const timer = setTimeout(() => finish({ _tag: "timeout" }), timeoutMs)
-  client.on("error", (error) => finish({ _tag: "failed", error, connecting: false }))
-  client.connect((error) => {
-    if (error) return finish({ _tag: "failed", error, connecting: true })
-    client.query(text, values as Array<unknown>, (error: unknown, result: Pg.QueryResult) =>
-      finish(error ? { _tag: "failed", error, connecting: false } : { _tag: "done", result })
-    )
-  })
+  const start = () => {
+    if (settled) return
+    const opened = controlClient(config, target.applicationName ?? CONTROL_APPLICATION_NAME, timeoutMs)
+    client = opened
+    opened.on("error", (error) => finish({ _tag: "failed", error, connecting: false }))
+    opened.connect((error) => {
+      if (error) return finish({ _tag: "failed", error, connecting: true })
+      opened.query(text, values as Array<unknown>, (error: unknown, result: Pg.QueryResult) =>
+        finish(error ? { _tag: "failed", error, connecting: false } : { _tag: "done", result })
+      )
+    })
+  }
+  if (target.slots === undefined) start()
+  else giveBack = target.slots.take(start)
   return () => finish(undefined)
 }
 
@@ -139,13 +198,21 @@ export const terminateBackend = (
   config: Pg.ClientConfig,
   pid: number,
   applicationName: string,
-  timeoutMs: number
+  timeoutMs: number,
+  target: ControlTarget = {}
 ): Promise<TerminateOutcome> =>
   new Promise((resolve) => {
-    controlStatement(config, timeoutMs, TERMINATE_SQL, [pid, applicationName], (outcome) => {
-      if (outcome._tag !== "done") return resolve(outcome._tag)
-      resolve(outcome.result.rows[0]?.ok === true ? "terminated" : "gone")
-    })
+    controlStatement(
+      config,
+      timeoutMs,
+      TERMINATE_SQL,
+      [pid, applicationName],
+      (outcome) => {
+        if (outcome._tag !== "done") return resolve(outcome._tag)
+        resolve(outcome.result.rows[0]?.ok === true ? "terminated" : "gone")
+      },
+      target
+    )
   })
 
 /** Destroys a client's socket at once. This cannot hang. */
