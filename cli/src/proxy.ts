@@ -37,6 +37,11 @@ export interface FaultProxy {
   reset(): void
   /** Number of open client/upstream pairs. */
   connections(): number
+  /**
+   * The first 8 bytes each client sent on each connection so far, in order of arrival (fewer when it sent fewer):
+   * what kind of PostgreSQL message opened it (a startup packet, an SSLRequest, a CancelRequest).
+   */
+  openings(): ReadonlyArray<Buffer>
   /** Destroys everything and closes the listening socket. */
   close(): Promise<void>
 }
@@ -101,6 +106,7 @@ const makeLeg = (from: net.Socket, to: net.Socket, fromServer: boolean): Leg => 
 export const startProxy = async (target: { host: string; port: number }): Promise<FaultProxy> => {
   const host = "127.0.0.1"
   const pairs = new Set<Pair>()
+  const openings: Array<{ bytes: Buffer }> = []
   let mode: ProxyMode = "pass"
   let delayMs = 100
   let holdCloseMs = 0
@@ -204,6 +210,13 @@ export const startProxy = async (target: { host: string; port: number }): Promis
     upstream.setNoDelay(true)
     const pair: Pair = { client, upstream, up: makeLeg(client, upstream, false), down: makeLeg(upstream, client, true) }
     pairs.add(pair)
+    const opening = { bytes: Buffer.alloc(0) }
+    openings.push(opening)
+    const record = (chunk: Buffer) => {
+      opening.bytes = Buffer.concat([opening.bytes, chunk]).subarray(0, 8)
+      if (opening.bytes.length >= 8) client.off("data", record)
+    }
+    client.on("data", record)
     wire(pair, pair.up)
     wire(pair, pair.down)
   })
@@ -242,6 +255,7 @@ export const startProxy = async (target: { host: string; port: number }): Promis
     get mode() {
       return mode
     },
+    openings: () => openings.map((o) => o.bytes),
     rewrite(url: string): string {
       const parsed = new URL(url)
       parsed.hostname = host

@@ -11,7 +11,7 @@ import { CancelChannel } from "./control.js"
 import { CoreError } from "./errors.js"
 import type { PoolConfig } from "./pool.js"
 import type { Deadlines, SessionConfig } from "./session.js"
-import { CONTROL_APPLICATION_NAME, ControlSlots, controlNameOf } from "./wire.js"
+import { CONTROL_APPLICATION_NAME, ControlSlots, controlNameOf, type Negotiated } from "./wire.js"
 
 /** The defaults, in milliseconds where they are durations. */
 export const defaults = {
@@ -307,7 +307,9 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
       throw invalid("url must start with postgres:// or postgresql://")
     }
     try {
-      parsed = parseConnectionString(url)
+      // libpq's meaning of sslmode (`require` encrypts without verifying, as psql does), unless the URL asks for
+      // pg's own with uselibpqcompat.
+      parsed = parseConnectionString(url, /[?&]uselibpqcompat=/i.test(url) ? {} : { useLibpqCompat: true })
       new URL(url.startsWith("socket:") ? "socket://x" : url)
     } catch (cause) {
       throw invalid("url is not a valid connection string", cause)
@@ -427,6 +429,21 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
     // As with pg itself, what the URL says wins over the separate fields.
     ...(defined(connection) as Pg.ClientConfig)
   } as Pg.ClientConfig
+  // libpq's sslmode=prefer and allow: one encryption first, the other when the server refuses it.
+  const sslmode = parsed?.sslmode as string | undefined
+  const sslFallback = sslmode === "prefer" || sslmode === "allow" ? sslmode : undefined
+  if (sslmode === "allow") pgConfig.ssl = false
+  else if (sslmode === "prefer" && typeof pgConfig.ssl === "object")
+    pgConfig.ssl = { ...pgConfig.ssl, rejectUnauthorized: false }
+  if (
+    sslmode !== undefined &&
+    !["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"].includes(sslmode)
+  ) {
+    throw invalid(
+      `sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full, got ${JSON.stringify(sslmode)}`
+    )
+  }
+  const negotiated: Negotiated = {}
   const connectTimeoutMs = input.connectTimeout ?? defaults.connectTimeout
   const textPassword =
     typeof input.password === "string"
@@ -459,9 +476,14 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
         cancelChannel:
           input.cancelChannel === false || bouncer
             ? undefined
-            : new CancelChannel(pgConfig, applicationName, connectTimeoutMs),
-        control: { slots: new ControlSlots(controlConnections), applicationName: controlNameOf(applicationName) },
-        pgbouncer: bouncer
+            : new CancelChannel(pgConfig, applicationName, connectTimeoutMs, negotiated),
+        control: {
+          slots: new ControlSlots(controlConnections),
+          applicationName: controlNameOf(applicationName),
+          negotiated
+        },
+        pgbouncer: bouncer,
+        sslFallback
       },
       maxConnections,
       minConnections,

@@ -16,7 +16,7 @@
  * @internal
  */
 import type * as Pg from "pg"
-import { type CancelOutcome, controlClient, controlNameOf, destroyClient, endClient } from "./wire.js"
+import { type CancelOutcome, controlClient, controlNameOf, destroyClient, endClient, type Negotiated } from "./wire.js"
 
 const CANCEL_SQL = "SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND application_name = $2"
 
@@ -37,7 +37,8 @@ export class CancelChannel {
   constructor(
     private readonly config: Pg.ClientConfig,
     poolApplicationName: string,
-    private readonly connectTimeoutMs: number
+    private readonly connectTimeoutMs: number,
+    private readonly negotiated?: Negotiated
   ) {
     // Named after the pool, so the server shows whose channel it is.
     this.applicationName = controlNameOf(poolApplicationName)
@@ -117,7 +118,7 @@ export class CancelChannel {
 
   private open(): void {
     if (this.pending !== undefined || this.closed) return
-    const client = controlClient(this.config, this.applicationName, this.connectTimeoutMs)
+    const client = controlClient(this.config, this.applicationName, this.connectTimeoutMs, this.negotiated)
     this.pending = client
     client.on("error", () => this.drop(client))
     client.on("end", () => this.drop(client))

@@ -31,6 +31,8 @@ interface ClientInternals {
   readonly connection: Wire
   /** Type parsers of the client, which pg copies onto each Query it creates itself. */
   readonly _types: unknown
+  /** The TLS setting pg connected with (`ssl` of its configuration, the connection string's included). */
+  readonly ssl: Pg.ClientConfig["ssl"] | undefined
   /** BackendKeyData, for cancels. */
   readonly processID: number | undefined
   readonly secretKey: number | undefined
@@ -80,6 +82,15 @@ export const forgetAllParsed = (client: Pg.Client): void => {
 }
 
 /** Destroys a client's socket at once. This cannot hang. */
+/**
+ * The `ssl` setting a client connected with, when its connection is encrypted (pg swaps its socket for a TLS one
+ * after the server's `S`); `undefined` for a plain connection.
+ */
+export const negotiatedSsl = (client: Pg.Client): Pg.ClientConfig["ssl"] | undefined => {
+  const encrypted = (internals(client).connection.stream as { readonly encrypted?: boolean } | undefined)?.encrypted
+  return encrypted === true ? (internals(client).ssl ?? true) : undefined
+}
+
 export const destroySocket = (client: Pg.Client): void => {
   try {
     ;(client as unknown as { connection?: Partial<Wire> }).connection?.stream?.destroy?.()
@@ -106,6 +117,7 @@ export const driverProblems = (): string => {
   // `readyForQuery` exists only once a client has connected: test/driver.test.ts covers it.
   if (client._types === undefined) missing.push("Client._types")
   if (typeof client.getTransactionStatus !== "function") missing.push("Client.getTransactionStatus()")
+  if (!("ssl" in client)) missing.push("Client.ssl")
   const connection = client.connection as Record<string, unknown> | undefined
   if (connection === undefined) {
     missing.push("Client.connection")

@@ -16,6 +16,7 @@ import {
   forgetAllParsed,
   forgetParsed,
   isReadyForQuery,
+  negotiatedSsl,
   onReadyForQuery,
   transactionStatus,
   typeParsers
@@ -30,7 +31,8 @@ import {
   type Endpoint,
   endClient,
   sendCancelRequest,
-  terminateBackend
+  terminateBackend,
+  tlsOptionsOf
 } from "./wire.js"
 
 /** Deadlines of the cleanup steps, in milliseconds. */
@@ -75,6 +77,11 @@ export interface SessionConfig {
    * backend ran the statement, so no reset is run (it would land on another backend).
    */
   readonly pgbouncer?: boolean | undefined
+  /**
+   * libpq's `sslmode=prefer` (TLS first, plain when the server does not offer it) or `allow` (plain first, TLS when
+   * the server refuses a plain connection): the second way is tried once when the first is refused for that reason.
+   */
+  readonly sslFallback?: "prefer" | "allow" | undefined
   /**
    * Runs on every new session before its first use (the user's connect hook). What it sets is the
    * session's baseline, restored by every reset. Aborted through `signal` when connecting fails.
@@ -180,6 +187,23 @@ export const nextStep = (facts: ReleaseFacts): ReleaseStep => {
   if (facts.transaction !== "I") return "terminate"
   if (facts.stateDirty && facts.keep) return "reset"
   return facts.keep ? "keep" : "close"
+}
+
+/**
+ * Whether a connection attempt failed for the reason `sslmode` `prefer` or `allow` tries the other way: the server
+ * does not offer TLS (prefer), or its pg_hba.conf has no entry for an unencrypted connection (allow).
+ */
+const refusedFor = (fallback: "prefer" | "allow", error: unknown): boolean => {
+  const message = String((error as Error | undefined)?.message ?? error)
+  return fallback === "prefer"
+    ? /does not support SSL/i.test(message)
+    : sqlStateOf(error) === "28000" && /no encryption/i.test(message)
+}
+
+/** TLS options for the cancels of a session connected over TLS; `undefined` for a plain one. */
+const tlsOf = (client: Pg.Client) => {
+  const ssl = negotiatedSsl(client)
+  return ssl === undefined ? undefined : tlsOptionsOf(ssl, client.host)
 }
 
 /** What a statement needs: text, parameters, and optionally array rows. */
@@ -348,6 +372,29 @@ export class Session {
    * finished yet: the half-made socket is destroyed and `onDone` is called with an error.
    */
   static connect(config: SessionConfig, onDone: (error: unknown, session?: Session) => void): () => void {
+    const fallback = config.sslFallback
+    if (fallback === undefined) return Session.connectOnce(config, onDone)
+    let aborted = false
+    // The way that worked is remembered for the pool's control connections (they connect after a session did).
+    const negotiated = config.control?.negotiated
+    let abort = Session.connectOnce(config, (error, session) => {
+      if (error === undefined || aborted || !refusedFor(fallback, error)) {
+        if (error === undefined && negotiated !== undefined) negotiated.ssl = config.client.ssl ?? false
+        return onDone(error, session)
+      }
+      const ssl: Pg.ClientConfig["ssl"] = fallback === "prefer" ? false : { rejectUnauthorized: false }
+      abort = Session.connectOnce({ ...config, client: { ...config.client, ssl } }, (error, session) => {
+        if (error === undefined && negotiated !== undefined) negotiated.ssl = ssl
+        onDone(error, session)
+      })
+    })
+    return () => {
+      aborted = true
+      abort()
+    }
+  }
+
+  private static connectOnce(config: SessionConfig, onDone: (error: unknown, session?: Session) => void): () => void {
     const client = new Pg.Client({
       ...config.client,
       application_name: config.applicationName,
@@ -397,7 +444,12 @@ export class Session {
         const key = backendKey(client)
         session.pid = key.pid
         session.secretKey = key.secretKey
-        session.endpoint = { host: client.host, port: client.port }
+        // A session over TLS sends its cancels over TLS too, with the same options.
+        session.endpoint = {
+          host: client.host,
+          port: client.port,
+          tls: tlsOf(client)
+        }
         onReadyForQuery(client, () => {
           session.notifySettled()
           session.pump()

@@ -8,19 +8,32 @@
  * @internal
  */
 import * as Net from "node:net"
+import * as Tls from "node:tls"
 import * as Pg from "pg"
 import { destroySocket } from "./driver.js"
 
-/** Where a session's backend can be reached: a TCP address or a Unix socket folder. */
+/**
+ * Where a session's backend can be reached: a TCP address or a Unix socket folder, and the TLS options when the
+ * session itself uses TLS (a CancelRequest then goes over TLS too: its secret must not travel in the clear).
+ */
 export interface Endpoint {
   readonly host: string
   readonly port: number
+  readonly tls?: Tls.ConnectionOptions | undefined
+}
+
+/** The TLS options of a `pg` client's `ssl` setting, as `pg` itself hands them to `tls.connect`. */
+export const tlsOptionsOf = (ssl: Pg.ClientConfig["ssl"], host: string): Tls.ConnectionOptions => {
+  const options: Tls.ConnectionOptions = ssl === true || ssl === undefined || ssl === false ? {} : { ...ssl }
+  if (Net.isIP(host) === 0 && !host.startsWith("/")) options.servername = host
+  return options
 }
 
 /** The name control connections use, so audits can tell them apart from pool backends. */
 export const CONTROL_APPLICATION_NAME = "pg-warden-control"
 
 const CANCEL_REQUEST_CODE = 80877102
+const SSL_REQUEST_CODE = 80877103
 
 /**
  * Outcome of a CancelRequest: `delivered` means the server accepted the request and
@@ -29,8 +42,10 @@ const CANCEL_REQUEST_CODE = 80877102
 export type CancelOutcome = "delivered" | "failed" | "timeout"
 
 /**
- * Sends a protocol CancelRequest for `(pid, secretKey)` on a fresh socket and waits until
- * the server closes it (at which point the backend has been signalled).
+ * Sends a protocol CancelRequest for `(pid, secretKey)` on a fresh socket and waits until the server closes it (at
+ * which point the backend has been signalled). With `endpoint.tls`, it is sent as PostgreSQL expects over TLS: an
+ * SSLRequest first, the TLS handshake once the server answers `S`, then the CancelRequest inside it; a server that
+ * answers anything else gets no CancelRequest at all (`failed`), so the secret never goes out in the clear.
  */
 export const sendCancelRequest = (
   endpoint: Endpoint,
@@ -40,6 +55,7 @@ export const sendCancelRequest = (
 ): Promise<CancelOutcome> =>
   new Promise((resolve) => {
     let settled = false
+    let secure: Tls.TLSSocket | undefined
     const socket = endpoint.host.startsWith("/")
       ? Net.connect(`${endpoint.host}/.s.PGSQL.${endpoint.port}`)
       : Net.connect(endpoint.port, endpoint.host)
@@ -47,23 +63,50 @@ export const sendCancelRequest = (
       if (settled) return
       settled = true
       clearTimeout(timer)
+      secure?.destroy()
       socket.destroy()
       resolve(outcome)
     }
     const timer = setTimeout(() => finish("timeout"), timeoutMs)
-    socket.setNoDelay(true)
-    socket.on("error", () => finish("failed"))
-    socket.on("connect", () => {
+    const cancelPacket = () => {
       const packet = Buffer.allocUnsafe(16)
       packet.writeInt32BE(16, 0)
       packet.writeInt32BE(CANCEL_REQUEST_CODE, 4)
       packet.writeInt32BE(pid, 8)
       packet.writeInt32BE(secretKey, 12)
-      socket.write(packet)
+      return packet
+    }
+    socket.setNoDelay(true)
+    socket.on("error", () => finish("failed"))
+    const tlsOptions = endpoint.tls
+    if (tlsOptions === undefined) {
+      socket.on("connect", () => socket.write(cancelPacket()))
+      // The server answers nothing; it closes the connection once the backend was signalled.
+      socket.on("close", () => finish("delivered"))
+      socket.resume()
+      return
+    }
+    socket.on("connect", () => {
+      const request = Buffer.allocUnsafe(8)
+      request.writeInt32BE(8, 0)
+      request.writeInt32BE(SSL_REQUEST_CODE, 4)
+      socket.write(request)
     })
-    // The server answers nothing; it closes the connection once the backend was signalled.
-    socket.on("close", () => finish("delivered"))
-    socket.resume()
+    socket.once("data", (answer: Buffer) => {
+      if (answer.length !== 1 || answer[0] !== 0x53) return finish("failed")
+      socket.removeAllListeners("close")
+      const tls = Tls.connect({ ...tlsOptions, socket })
+      secure = tls
+      let sent = false
+      tls.on("error", () => finish(sent ? "delivered" : "failed"))
+      tls.once("secureConnect", () => {
+        sent = true
+        tls.write(cancelPacket())
+      })
+      tls.on("close", () => finish(sent ? "delivered" : "failed"))
+      tls.resume()
+    })
+    socket.on("close", () => finish("failed"))
   })
 
 /** Outcome of an out-of-band termination. */
@@ -77,10 +120,12 @@ export type TerminateOutcome = "terminated" | "gone" | "failed" | "timeout"
 export const controlClient = (
   config: Pg.ClientConfig,
   applicationName: string,
-  connectTimeoutMs: number
+  connectTimeoutMs: number,
+  negotiated?: Negotiated
 ): Pg.Client => {
   const client = new Pg.Client({
     ...config,
+    ...(negotiated?.ssl !== undefined ? { ssl: negotiated.ssl } : {}),
     application_name: applicationName,
     connectionTimeoutMillis: connectTimeoutMs,
     keepAlive: true
@@ -128,10 +173,19 @@ export class ControlSlots {
   }
 }
 
+/**
+ * What the pool's sessions found out about TLS when `sslmode` is `prefer` or `allow` (which way the server took),
+ * for its control connections to connect the same way. Written by the sessions, read by the control connections.
+ */
+export interface Negotiated {
+  ssl?: Pg.ClientConfig["ssl"] | undefined
+}
+
 /** Where a control statement runs: its slots (none: no cap) and the name the server shows for its connection. */
 export interface ControlTarget {
   readonly slots?: ControlSlots | undefined
   readonly applicationName?: string | undefined
+  readonly negotiated?: Negotiated | undefined
 }
 
 /** The name of a pool's control connections: `pg-warden-control:<pool's name>`, so the server shows whose they are. */
@@ -170,7 +224,12 @@ export const controlStatement = (
   const timer = setTimeout(() => finish({ _tag: "timeout" }), timeoutMs)
   const start = () => {
     if (settled) return
-    const opened = controlClient(config, target.applicationName ?? CONTROL_APPLICATION_NAME, timeoutMs)
+    const opened = controlClient(
+      config,
+      target.applicationName ?? CONTROL_APPLICATION_NAME,
+      timeoutMs,
+      target.negotiated
+    )
     client = opened
     opened.on("error", (error) => finish({ _tag: "failed", error, connecting: false }))
     opened.connect((error) => {

