@@ -433,7 +433,10 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
   const sslmode = parsed?.sslmode as string | undefined
   const sslFallback = sslmode === "prefer" || sslmode === "allow" ? sslmode : undefined
   if (sslmode === "allow") pgConfig.ssl = false
-  else if (sslmode === "prefer" && typeof pgConfig.ssl === "object")
+  else if (sslmode === "no-verify" && typeof pgConfig.ssl === "object") {
+    // pg's own value (not libpq's): TLS without verification.
+    pgConfig.ssl = { ...pgConfig.ssl, rejectUnauthorized: false }
+  } else if (sslmode === "prefer" && typeof pgConfig.ssl === "object")
     pgConfig.ssl = { ...pgConfig.ssl, rejectUnauthorized: false }
   if (
     sslmode !== undefined &&
