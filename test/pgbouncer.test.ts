@@ -107,7 +107,7 @@ describe.skipIf(bouncerUrl === "")(`through PgBouncer (transaction mode)${skippe
         expect(sums).toEqual(Array.from({ length: 20 }, (_, i) => [i + 1, i + 2]).flat())
         // The mechanism, switched off: the same pools as direct ones (no startup options, so they connect).
         const named = yield* alternate({ serverSafety: false }, "pgb-named")
-      expect(named.failures, "named prepared statements through PgBouncer 1.18 should fail").toBeGreaterThan(0)
+        expect(named.failures, "named prepared statements through PgBouncer 1.18 should fail").toBeGreaterThan(0)
       })
   )
 
