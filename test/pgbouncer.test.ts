@@ -6,6 +6,7 @@
 import type { SqlError } from "@effect/sql/SqlError"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { describe, expect, inject, it } from "@effect/vitest"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -14,7 +15,17 @@ import { WardenClient, WardenError } from "../src/index.js"
 import { bouncerClients } from "./conformance/cases.js"
 import { uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
-import { configFor, isRunningSleep, open, promise, scopedAdmin, waitForBackends } from "./support/warden.js"
+import { startProxy } from "./support/proxy.js"
+import {
+  configFor,
+  expectSqlError,
+  isRunningSleep,
+  open,
+  promise,
+  proxyTarget,
+  scopedAdmin,
+  waitForBackends
+} from "./support/warden.js"
 
 const serverUrl = inject("databaseUrl")
 const bouncerUrl = inject("bouncerUrl")
@@ -148,5 +159,47 @@ describe.skipIf(bouncerUrl === "")(`through PgBouncer (transaction mode)${skippe
       const { reason, message } = reasonOf(exit)
       expect(reason, message).toBe("InvalidConfig")
     })
+  )
+
+  it.scoped(
+    "faults behind PgBouncer: the server kills the backend, or the socket to PgBouncer is reset mid-transaction",
+    () =>
+      Effect.gen(function* () {
+        const app = uniqueAppName("pgb-faults")
+        const admin = yield* scopedAdmin(serverUrl)
+        const proxy = yield* Effect.acquireRelease(
+          promise(() => startProxy(proxyTarget(bouncerUrl))),
+          (p) => promise(() => p.close())
+        )
+        const { sql, pool } = yield* open(
+          configFor(proxy.rewrite(bouncerUrl), app, { pgbouncer: true, maxConnections: 2 })
+        )
+        // 1. The backend running our statement is ended by the server: a typed error, and the pool goes on.
+        const sleeping = yield* Effect.fork(Effect.exit(sql`select pg_sleep(10)`))
+        const [victim] = (yield* waitForBackends(admin, app, (bs) => bs.some(isRunningSleep))).filter(isRunningSleep)
+        yield* promise(() => admin.query("select pg_terminate_backend($1)", [victim!.pid]))
+        const killed = yield* Fiber.join(sleeping).pipe(Effect.timeout("5 seconds"))
+        expectSqlError(killed)
+        expect(yield* sql`select 1 as ok`).toEqual([{ ok: 1 }])
+        // 2. The socket between pg-warden and PgBouncer is reset inside a transaction: the transaction fails typed,
+        // PgBouncer drops its server connection (nothing stays in a transaction), and the pool goes on.
+        const inTransaction = yield* Deferred.make<void>()
+        const tx = yield* Effect.fork(
+          Effect.exit(
+            sql.withTransaction(
+              Effect.andThen(sql`select 1`, Effect.andThen(Deferred.succeed(inTransaction, undefined), Effect.never))
+            )
+          )
+        )
+        yield* Deferred.await(inTransaction)
+        yield* waitForBackends(admin, app, (bs) => bs.some((b) => b.state?.startsWith("idle in transaction") === true))
+        proxy.reset()
+        yield* Fiber.interrupt(tx).pipe(Effect.timeout("5 seconds"))
+        yield* waitForBackends(admin, app, (bs) => !bs.some((b) => b.state !== "idle"), { timeoutMs: 5_000 })
+        expect(yield* sql`select 1 as ok`).toEqual([{ ok: 1 }])
+        const clients = yield* promise(() => bouncerClients(bouncerAdminUrl, app, 0))
+        expect(clients.length, JSON.stringify(clients)).toBeLessThanOrEqual(2)
+        expect((yield* pool.stats).total).toBeLessThanOrEqual(2)
+      })
   )
 })
