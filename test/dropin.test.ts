@@ -30,7 +30,7 @@ import * as WardenPool from "../src/WardenPool.js"
 import { type Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 import { findFreePort, type PrivateServer, startPrivateServer } from "./support/embedded.js"
-import { rejectsWrongPassword, withUrl } from "./support/urls.js"
+import { rejectsWrongPassword, withParams, withUrl } from "./support/urls.js"
 import {
   configFor,
   deadlines,
@@ -47,12 +47,6 @@ import {
 const url = inject("databaseUrl")
 
 const token = (): string => randomBytes(4).toString("hex")
-
-/** `url` with query parameters added, each value percent-encoded (a space is `%20`). */
-const withParams = (base: string, params: Record<string, string>): string =>
-  `${base}${base.includes("?") ? "&" : "?"}${Object.entries(params)
-    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
-    .join("&")}`
 
 interface Services {
   readonly sql: PgClient.PgClient

@@ -13,6 +13,7 @@ import { Admin, uniqueAppName } from "./support/admin.js"
 import "./support/context.js"
 import { startProxy } from "./support/proxy.js"
 import { hasOpenssl, startTlsServer, type TlsServer } from "./support/tls.js"
+import { withParams } from "./support/urls.js"
 import { configFor, isRunningSleep, open, promise, waitForBackends } from "./support/warden.js"
 
 const plainUrl = inject("databaseUrl")
@@ -25,13 +26,6 @@ const kindOf = (opening: Buffer): string => {
   if (opening.length < 8) return `short(${opening.length})`
   const code = opening.readInt32BE(4)
   return code === SSL_REQUEST ? "SSLRequest" : code === CANCEL_REQUEST ? "CancelRequest" : `plain(${code})`
-}
-
-/** `url` with `params` set in its query string. */
-const withParams = (url: string, params: Record<string, string>): string => {
-  const parsed = new URL(url)
-  for (const [k, v] of Object.entries(params)) parsed.searchParams.set(k, v)
-  return parsed.toString()
 }
 
 const tlsServer = Effect.acquireRelease(

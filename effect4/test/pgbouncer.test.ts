@@ -7,16 +7,16 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { describe, expect, inject, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
 import * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { CoreError } from "../../src/core/errors.js"
-import { Observer, runs } from "../../src/core/observer.js"
+import { Observer } from "../../src/core/observer.js"
 import { uniqueAppName } from "../../test/support/admin.js"
 import * as WardenClient from "../src/WardenClient.js"
 import * as WardenPool from "../src/WardenPool.js"
 import "./context.js"
+import { interruptRunningSleep } from "./support/sleep.js"
 
 const bouncerUrl = inject("bouncerUrl")
 const serverUrl = inject("databaseUrl")
@@ -81,22 +81,7 @@ describe.skipIf(bouncerUrl === "")(`Effect 4 edition through PgBouncer (transact
       yield* Effect.gen(function* () {
         const sql = yield* PgClient.PgClient
         const pool = yield* WardenPool.WardenPool
-        const fiber = yield* Effect.forkChild(sql`select pg_sleep(10)`)
-        yield* Effect.promise(() =>
-          observer.waitFor(
-            () => observer.backends(app),
-            (bs) => bs.some(runs("pg_sleep")),
-            { timeoutMs: 5_000 }
-          )
-        )
-        yield* Fiber.interrupt(fiber)
-        yield* Effect.promise(() =>
-          observer.waitFor(
-            () => observer.backends(app),
-            (bs) => !bs.some(runs("pg_sleep")),
-            { timeoutMs: 2_000 }
-          )
-        )
+        yield* interruptRunningSleep(sql, observer, app, 2_000)
         expect(yield* sql`select 1 as ok`).toEqual([{ ok: 1 }])
         const stats = yield* pool.stats
         expect(stats.counters.cancelled, JSON.stringify(stats.counters)).toBe(1)

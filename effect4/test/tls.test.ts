@@ -5,24 +5,19 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as Redacted from "effect/Redacted"
 import * as SqlClient from "effect/sql/SqlClient"
-import { Observer, runs } from "../../src/core/observer.js"
+import { Observer } from "../../src/core/observer.js"
 import { uniqueAppName } from "../../test/support/admin.js"
 import { startProxy } from "../../test/support/proxy.js"
 import { hasOpenssl, startTlsServer } from "../../test/support/tls.js"
+import { withParams } from "../../test/support/urls.js"
 import * as WardenClient from "../src/WardenClient.js"
 import * as WardenPool from "../src/WardenPool.js"
 import "./context.js"
+import { interruptRunningSleep } from "./support/sleep.js"
 
 const SSL_REQUEST = 80877103
-
-const withParams = (url: string, params: Record<string, string>): string => {
-  const parsed = new URL(url)
-  for (const [k, v] of Object.entries(params)) parsed.searchParams.set(k, v)
-  return parsed.toString()
-}
 
 describe.skipIf(!hasOpenssl())("TLS (Effect 4)", () => {
   it.live("a TLS session's cancels go over TLS, and every backend is encrypted", () =>
@@ -50,22 +45,7 @@ describe.skipIf(!hasOpenssl())("TLS (Effect 4)", () => {
         const sql = yield* SqlClient.SqlClient
         const pool = yield* WardenPool.WardenPool
         for (let round = 0; round < 2; round++) {
-          const fiber = yield* Effect.forkChild(sql`select pg_sleep(10)`)
-          yield* Effect.promise(() =>
-            observer.waitFor(
-              () => observer.backends(app),
-              (bs) => bs.some(runs("pg_sleep")),
-              { timeoutMs: 5_000 }
-            )
-          )
-          yield* Fiber.interrupt(fiber)
-          yield* Effect.promise(() =>
-            observer.waitFor(
-              () => observer.backends(app),
-              (bs) => !bs.some(runs("pg_sleep")),
-              { timeoutMs: 3_000 }
-            )
-          )
+          yield* interruptRunningSleep(sql, observer, app, 3_000)
         }
         const stats = yield* pool.stats
         expect(stats.counters.cancelled, JSON.stringify(stats.counters)).toBe(2)

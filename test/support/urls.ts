@@ -13,6 +13,12 @@ export const withUrl = (url: string, change: (parsed: URL) => void): string => {
   return parsed.toString()
 }
 
+/** `url` with query parameters added, each value percent-encoded (a space is `%20`, which libpq's `options` needs). */
+export const withParams = (base: string, params: Record<string, string>): string =>
+  `${base}${base.includes("?") ? "&" : "?"}${Object.entries(params)
+    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
+    .join("&")}`
+
 /** True when the server at `url` rejects a wrong password with 28P01 (false when it trusts everyone). */
 export const rejectsWrongPassword = async (url: string): Promise<boolean> => {
   const client = new pg.Client({
