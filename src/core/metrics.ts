@@ -124,16 +124,44 @@ export const poolMetrics = (
       )
     ])
   ) as Record<ReleaseOutcome, (delta: number) => void>
-  const cancels = (via: string, outcome: string) =>
-    sink.counter(
+  /** The instrument of one label value, made at its first use (the label values are few and fixed). */
+  const byLabel = <F>(make: (key: string) => F) => {
+    const made = new Map<string, F>()
+    return (key: string): F => {
+      let instrument = made.get(key)
+      if (instrument === undefined) {
+        instrument = make(key)
+        made.set(key, instrument)
+      }
+      return instrument
+    }
+  }
+  const cancels = byLabel((key) => {
+    const [via, outcome] = key.split("/") as [string, string]
+    return sink.counter(
       MetricNames.cancels,
       "cancels sent for interrupted statements",
       "{cancel}",
       with_({ "pg_warden.cancel.via": via, "pg_warden.cancel.outcome": outcome })
     )
-  const cancelCounters = new Map<string, (delta: number) => void>()
-  const terminationCounters = new Map<string, (delta: number) => void>()
-  const cleanupHistograms = new Map<string, (value: number) => void>()
+  })
+  const terminations = byLabel((outcome) =>
+    sink.counter(
+      MetricNames.terminations,
+      "backends ended from the server side, by whether the server confirmed it",
+      "{termination}",
+      with_({ "pg_warden.termination.outcome": outcome })
+    )
+  )
+  const cleanupDurations = byLabel((step) =>
+    sink.histogram(
+      MetricNames.cleanupDuration,
+      "time a step of the release protocol took",
+      "s",
+      DURATION_BOUNDARIES,
+      with_({ "pg_warden.cleanup.step": step })
+    )
+  )
   const audits = Object.fromEntries(
     (["ok", "discrepancies", "failed"] as const).map((result) => [
       result,
@@ -181,43 +209,10 @@ export const poolMetrics = (
       timeouts(1)
       refresh()
     },
-    cancelSent: (via, outcome) => {
-      const key = `${via}/${outcome}`
-      let counter = cancelCounters.get(key)
-      if (counter === undefined) {
-        counter = cancels(via, outcome)
-        cancelCounters.set(key, counter)
-      }
-      counter(1)
-    },
-    terminated: (outcome) => {
-      let counter = terminationCounters.get(outcome)
-      if (counter === undefined) {
-        counter = sink.counter(
-          MetricNames.terminations,
-          "backends ended from the server side, by whether the server confirmed it",
-          "{termination}",
-          with_({ "pg_warden.termination.outcome": outcome })
-        )
-        terminationCounters.set(outcome, counter)
-      }
-      counter(1)
-    },
+    cancelSent: (via, outcome) => cancels(`${via}/${outcome}`)(1),
+    terminated: (outcome) => terminations(outcome)(1),
     changed: refresh,
-    cleanupStep: (step, ms) => {
-      let histogram = cleanupHistograms.get(step)
-      if (histogram === undefined) {
-        histogram = sink.histogram(
-          MetricNames.cleanupDuration,
-          "time a step of the release protocol took",
-          "s",
-          DURATION_BOUNDARIES,
-          with_({ "pg_warden.cleanup.step": step })
-        )
-        cleanupHistograms.set(step, histogram)
-      }
-      histogram(ms / 1000)
-    },
+    cleanupStep: (step, ms) => cleanupDurations(step)(ms / 1000),
     audited: (report) => {
       audits[report.ok ? "ok" : "discrepancies"](1)
       discrepancies.unknownToPool(report.unknownToPool.length)
