@@ -436,8 +436,7 @@ export const resolveConfig = (input: ConfigInput, adopted?: Adopted): Resolved =
   else if (sslmode === "no-verify" && typeof pgConfig.ssl === "object") {
     // pg's own value (not libpq's): TLS without verification.
     pgConfig.ssl = { ...pgConfig.ssl, rejectUnauthorized: false }
-  } else if (sslmode === "prefer" && typeof pgConfig.ssl === "object")
-    pgConfig.ssl = { ...pgConfig.ssl, rejectUnauthorized: false }
+  }
   if (
     sslmode !== undefined &&
     !["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"].includes(sslmode)

@@ -7,8 +7,8 @@
  * @internal
  */
 import * as Pg from "pg"
-import { backendKey, negotiatedSsl } from "./driver.js"
-import { type CancelOutcome, endClient, sendCancelRequest, tlsOptionsOf } from "./wire.js"
+import { backendKey } from "./driver.js"
+import { type CancelOutcome, cancelTlsOf, endClient, sendCancelRequest } from "./wire.js"
 
 /** A backend as `pg_stat_activity` shows it. */
 export interface Backend {
@@ -270,9 +270,12 @@ export class Observer {
  */
 export const cancelByProtocol = (client: Pg.Client, timeoutMs: number): Promise<CancelOutcome> => {
   const { pid, secretKey } = backendKey(client)
-  const ssl = negotiatedSsl(client)
-  const tls = ssl === undefined ? undefined : tlsOptionsOf(ssl, client.host)
-  return sendCancelRequest({ host: client.host, port: client.port, tls }, pid, secretKey, timeoutMs)
+  return sendCancelRequest(
+    { host: client.host, port: client.port, tls: cancelTlsOf(client) },
+    pid,
+    secretKey,
+    timeoutMs
+  )
 }
 
 /** The backend process id of a connected `client`. */

@@ -16,7 +16,6 @@ import {
   forgetAllParsed,
   forgetParsed,
   isReadyForQuery,
-  negotiatedSsl,
   onReadyForQuery,
   transactionStatus,
   typeParsers
@@ -27,12 +26,13 @@ import type { Place } from "./pool.js"
 import {
   type CancelOutcome,
   type ControlTarget,
+  cancelTlsOf,
   destroyClient,
   type Endpoint,
   endClient,
   sendCancelRequest,
-  terminateBackend,
-  tlsOptionsOf
+  type TerminateOutcome,
+  terminateBackend
 } from "./wire.js"
 
 /** Deadlines of the cleanup steps, in milliseconds. */
@@ -198,12 +198,6 @@ const refusedFor = (fallback: "prefer" | "allow", error: unknown): boolean => {
   return fallback === "prefer"
     ? /does not support SSL/i.test(message)
     : sqlStateOf(error) === "28000" && /no encryption/i.test(message)
-}
-
-/** TLS options for the cancels of a session connected over TLS; `undefined` for a plain one. */
-const tlsOf = (client: Pg.Client) => {
-  const ssl = negotiatedSsl(client)
-  return ssl === undefined ? undefined : tlsOptionsOf(ssl, client.host)
 }
 
 /** What a statement needs: text, parameters, and optionally array rows. */
@@ -448,7 +442,7 @@ export class Session {
         session.endpoint = {
           host: client.host,
           port: client.port,
-          tls: tlsOf(client)
+          tls: cancelTlsOf(client)
         }
         onReadyForQuery(client, () => {
           session.notifySettled()
@@ -936,16 +930,8 @@ export class Session {
     this.revoked ??= "Connection terminated by pg-warden"
     this.markLost(new Error("Connection terminated by pg-warden"))
     destroyClient(this.client)
-    if (mayStillRun && this.pid !== 0 && this.config.pgbouncer !== true) {
-      const outcome = await terminateBackend(
-        this.config.client,
-        this.pid,
-        this.config.applicationName,
-        this.config.deadlines.terminate,
-        this.config.control
-      )
-      tell(this.config.events?.terminated, outcome)
-    }
+    const ending = mayStillRun ? this.terminateByPid() : undefined
+    if (ending !== undefined) tell(this.config.events?.terminated, await ending)
   }
 
   /**
@@ -958,15 +944,22 @@ export class Session {
     destroyClient(this.client)
     this.ending ??= Promise.resolve()
     // Whatever overran may have left the backend busy; a backend already gone is simply not found.
-    if (this.pid !== 0 && this.config.pgbouncer !== true) {
-      void terminateBackend(
-        this.config.client,
-        this.pid,
-        this.config.applicationName,
-        this.config.deadlines.terminate,
-        this.config.control
-      )
-    }
+    void this.terminateByPid()
+  }
+
+  /**
+   * `pg_terminate_backend` of this session's backend over a control connection, within the terminate deadline;
+   * `undefined` when there is no PID to end by (not connected, or behind PgBouncer, whose PIDs are its own).
+   */
+  private terminateByPid(): Promise<TerminateOutcome> | undefined {
+    if (this.pid === 0 || this.config.pgbouncer === true) return undefined
+    return terminateBackend(
+      this.config.client,
+      this.pid,
+      this.config.applicationName,
+      this.config.deadlines.terminate,
+      this.config.control
+    )
   }
 
   /** Graceful close of a clean session: Terminate message, then wait for the socket to end. */

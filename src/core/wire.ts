@@ -10,7 +10,7 @@
 import * as Net from "node:net"
 import * as Tls from "node:tls"
 import * as Pg from "pg"
-import { destroySocket } from "./driver.js"
+import { destroySocket, negotiatedSsl } from "./driver.js"
 
 /**
  * Where a session's backend can be reached: a TCP address or a Unix socket folder, and the TLS options when the
@@ -22,10 +22,15 @@ export interface Endpoint {
   readonly tls?: Tls.ConnectionOptions | undefined
 }
 
-/** The TLS options of a `pg` client's `ssl` setting, as `pg` itself hands them to `tls.connect`. */
-export const tlsOptionsOf = (ssl: Pg.ClientConfig["ssl"], host: string): Tls.ConnectionOptions => {
-  const options: Tls.ConnectionOptions = ssl === true || ssl === undefined || ssl === false ? {} : { ...ssl }
-  if (Net.isIP(host) === 0 && !host.startsWith("/")) options.servername = host
+/**
+ * The TLS options a CancelRequest for `client`'s backend needs: those of its own connection (as `pg` hands its `ssl`
+ * setting to `tls.connect`), or `undefined` when the client is not connected over TLS.
+ */
+export const cancelTlsOf = (client: Pg.Client): Tls.ConnectionOptions | undefined => {
+  const ssl = negotiatedSsl(client)
+  if (ssl === undefined) return undefined
+  const options: Tls.ConnectionOptions = ssl === true || ssl === false ? {} : { ...ssl }
+  if (Net.isIP(client.host) === 0 && !client.host.startsWith("/")) options.servername = client.host
   return options
 }
 
